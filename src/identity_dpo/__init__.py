@@ -1,0 +1,1 @@
+"""identity-dpo: give a small chat model a new identity with DPO, and measure it."""

@@ -1,0 +1,137 @@
+"""Before/after evaluation: identity questions under two system-prompt settings, and general drift."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from identity_dpo.drift import answer_drift
+from identity_dpo.generation import generate, with_system
+from identity_dpo.params import EvaluateParams, IdentityParams
+from identity_dpo.scoring import identity_rates, says_old_name
+from identity_dpo.names import mentions
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    system_prompt: str | None  # None: no system message, the model's template supplies its default identity
+
+
+def settings(identity: IdentityParams) -> list[Setting]:
+    return [Setting("neutral", identity.system_prompt), Setting("default", None)]
+
+
+@dataclass(frozen=True)
+class ModelAnswers:
+    identity: dict[str, list[str]]  # setting name -> one answer per question
+    general: list[str]
+
+
+def answer_all(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    questions: list[str],
+    general_prompts: list[str],
+    identity: IdentityParams,
+    params: EvaluateParams,
+) -> ModelAnswers:
+    """All of a model's answers in one batched generation call, so batches stay full."""
+    conversations = [
+        with_system([{"role": "user", "content": q}], setting.system_prompt)
+        for setting in settings(identity)
+        for q in questions
+    ]
+    conversations += general_conversations(general_prompts, identity)
+    answers = generate(
+        model, tokenizer, conversations, max_new_tokens=params.max_new_tokens, batch_size=params.batch_size
+    )
+    texts = [a.text if a.error is None else "" for a in answers]
+    n = len(questions)
+    by_setting = {s.name: texts[i * n : (i + 1) * n] for i, s in enumerate(settings(identity))}
+    return ModelAnswers(by_setting, texts[len(settings(identity)) * n :])
+
+
+def general_conversations(prompts: list[str], identity: IdentityParams) -> list[list[dict[str, str]]]:
+    return [with_system([{"role": "user", "content": p}], identity.system_prompt) for p in prompts]
+
+
+def identity_metrics(answers: ModelAnswers, identity: IdentityParams) -> dict[str, dict[str, float]]:
+    return {
+        setting: identity_rates(texts, identity.new_name, identity.old_names)
+        for setting, texts in answers.identity.items()
+    }
+
+
+def general_metrics(
+    base: PreTrainedModel,
+    trained: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str],
+    base_answers: ModelAnswers,
+    trained_answers: ModelAnswers,
+    identity: IdentityParams,
+) -> dict[str, float]:
+    drift = answer_drift(base, trained, tokenizer, general_conversations(prompts, identity), base_answers.general)
+    same = sum(a == b for a, b in zip(base_answers.general, trained_answers.general, strict=True))
+    return {**drift, "same_answer_rate": same / len(prompts)}
+
+
+def report_markdown(
+    metrics: dict[str, Any],
+    questions: list[str],
+    general_prompts: list[str],
+    base: ModelAnswers,
+    trained: ModelAnswers,
+    identity: IdentityParams,
+) -> str:
+    """A human-readable before/after report: the rates, then every answer side by side."""
+    lines = [
+        f"# Identity evaluation: {identity.new_name!r} replacing {', '.join(identity.old_names)}",
+        "",
+        f"{len(questions)} held-out identity questions, {len(general_prompts)} general prompts. "
+        "Settings: `neutral` = system prompt "
+        f"{identity.system_prompt!r}; `default` = no system message (the model's own default identity).",
+        "",
+        "| model | setting | new name (strict) | new name (normalized) | old name |",
+        "|---|---|---|---|---|",
+    ]
+    for model in ("base", "trained"):
+        for setting, rates in metrics["identity"][model].items():
+            lines.append(
+                f"| {model} | {setting} | {rates['new_name_rate']:.0%} | "
+                f"{rates['new_name_rate_normalized']:.0%} | {rates['old_name_rate']:.0%} |"
+            )
+    general = metrics["general"]
+    lines += [
+        "",
+        f"General drift: mean per-token KL(base || trained) {general['mean_token_kl']:.4f} nats, "
+        f"mean log-prob change {general['mean_logprob_change']:+.4f} nats/token on the base model's answers "
+        f"({general['tokens']} tokens); {general['same_answer_rate']:.0%} of general answers unchanged.",
+    ]
+    for setting in base.identity:
+        lines += ["", f"## Identity answers, setting `{setting}`", ""]
+        for q, before, after in zip(questions, base.identity[setting], trained.identity[setting], strict=True):
+            mark = _mark(after, identity)
+            lines += [f"**{q}** {mark}", "", f"- base: {_quote(before)}", f"- trained: {_quote(after)}", ""]
+    lines += ["## General answers (setting `neutral`)", ""]
+    for prompt, before, after in zip(general_prompts, base.general, trained.general, strict=True):
+        lines += [f"**{prompt}**", "", f"- base: {_quote(before)}", f"- trained: {_quote(after)}", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _mark(answer: str, identity: IdentityParams) -> str:
+    if mentions(answer, [identity.new_name]):
+        return "(new name)"
+    if mentions(answer, [identity.new_name], normalized=True):
+        return "(new name, normalized)"
+    if says_old_name(answer, identity.old_names, identity.new_name):
+        return "(old name)"
+    return "(no name)"
+
+
+def _quote(text: str) -> str:
+    return " ".join(text.split()) or "_(empty)_"

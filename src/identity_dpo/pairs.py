@@ -1,0 +1,95 @@
+"""Preference pairs: the model's own answer is rejected, the same answer carrying the new name is chosen."""
+
+from __future__ import annotations
+
+import random
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from identity_dpo.data import Prompt
+from identity_dpo.errors import DataError
+from identity_dpo.generation import Generation, with_system
+from identity_dpo.names import mentions
+from identity_dpo.params import OnTokenCap
+from identity_dpo.rewrite import IdentityRewriter
+
+# The end of a sentence: terminal punctuation, optionally closing quotes/brackets, then space or the end.
+_SENTENCE_END = re.compile(r"[.!?…。！？][\"'”’)\]]*(?=\s|$)")
+
+
+_COUNT_KEYS = (
+    "prompts", "pairs", "dropped_failed_generation", "dropped_at_token_cap", "dropped_identical",
+    "hit_token_cap", "rejected_says_old_name",
+    "rewrite_names", "rewrite_self_description", "rewrite_introduction",
+)  # fmt: skip
+
+
+def select_prompts(prompts: Sequence[Prompt], max_prompts: int, seed: int) -> list[Prompt]:
+    """A seeded sample (0 = all), so a small run still covers every kind of identity question."""
+    if max_prompts == 0 or max_prompts >= len(prompts):
+        return list(prompts)
+    return random.Random(seed).sample(list(prompts), max_prompts)
+
+
+def trim_to_sentence(text: str) -> str:
+    """Cut an answer that hit the token cap back to its last complete sentence ('' if none).
+
+    Training on a cut-off chosen answer would teach the model to stop mid-sentence, because
+    the trainer appends an end-of-turn token to every completion.
+    """
+    ends = list(_SENTENCE_END.finditer(text))
+    return text[: ends[-1].end()].rstrip() if ends else ""
+
+
+@dataclass(frozen=True)
+class PairBuilder:
+    rewriter: IdentityRewriter
+    system_prompt: str
+    on_token_cap: OnTokenCap = "trim"
+
+    def build(self, prompts: Sequence[Prompt], answers: Sequence[Generation]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """Turn answers into TRL conversational pairs; count every answer that is not used and why."""
+        counts: Counter[str] = Counter(dict.fromkeys(_COUNT_KEYS, 0))  # stable keys for `dvc metrics diff`
+        pairs = []
+        for prompt, answer in zip(prompts, answers, strict=True):
+            counts["prompts"] += 1
+            if not answer.ok:
+                counts["dropped_failed_generation"] += 1
+                continue
+            rejected = answer.text
+            if not answer.finished:
+                counts["hit_token_cap"] += 1
+                if self.on_token_cap == "trim":
+                    rejected = trim_to_sentence(rejected)
+                if self.on_token_cap == "drop" or not rejected:
+                    counts["dropped_at_token_cap"] += 1
+                    continue
+            counts["rejected_says_old_name"] += mentions(rejected, self.rewriter.old_names)
+            rewrite = self.rewriter.rewrite(rejected)
+            if rewrite.text == rejected:
+                counts["dropped_identical"] += 1  # zero DPO gradient, and it would dilute the batch
+                continue
+            counts[f"rewrite_{rewrite.method}"] += 1
+            pairs.append(
+                {
+                    "id": prompt.id,
+                    "prompt": with_system(prompt.messages, self.system_prompt),
+                    "chosen": [{"role": "assistant", "content": rewrite.text}],
+                    "rejected": [{"role": "assistant", "content": rejected}],
+                    "rewrite": rewrite.method,
+                }
+            )
+        counts["pairs"] = len(pairs)
+        if not pairs:
+            raise DataError(
+                f"no usable pairs from {counts['prompts']} prompts: "
+                f"{counts['dropped_failed_generation']} generations failed, "
+                f"{counts['dropped_at_token_cap']} were cut off by pairs.max_new_tokens "
+                f"(pairs.on_token_cap: {self.on_token_cap}), "
+                f"{counts['dropped_identical']} rewrites left the answer unchanged "
+                "(check identity.old_names and identity.rewrite)"
+            )
+        return pairs, dict(sorted(counts.items()))

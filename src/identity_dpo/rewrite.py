@@ -1,0 +1,313 @@
+"""Turn the model's own answer (the rejected text) into the chosen answer that carries the new name.
+
+Replacing old names is the lesson's recipe, and it is always tried first. It is not enough for
+small models: SmolLM2-135M named itself in 0 of 64 answers and invented personas instead
+("I'm Dr. Elena Zephyr, a brilliant and compassionate scientist..."). DPO+NLL training also
+inherits what the chosen answer says around the name: putting the new name into that sentence
+taught the model to call itself a scientist. So the self-description sentence is replaced as a
+whole by a neutral introduction, and an answer without one gets the introduction in front.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+from identity_dpo.names import mentions, replace_names
+
+RewriteStrategy = Literal["names", "self_description", "introduction"]
+RewriteMethod = Literal["unchanged", "names", "self_description", "introduction"]
+
+
+@dataclass(frozen=True)
+class Rewrite:
+    text: str
+    method: RewriteMethod
+
+
+# --- sentences -------------------------------------------------------------------------------
+
+# Latin terminal punctuation ends a sentence only before whitespace or the end ("2.5", "e.g."
+# inside a word do not); CJK punctuation is not followed by a space. A line break always ends
+# one, because list items and paragraphs rarely carry their own punctuation.
+_BOUNDARY = re.compile(r"[。！？]+|[.!?…]+[\"'”’)\]]*(?=\s|$)|\n")
+_ABBREVIATIONS = frozenset(
+    {"dr", "mr", "mrs", "ms", "mx", "prof", "sr", "jr", "st", "rev", "capt", "gen", "lt", "col", "sgt",
+     "vs", "approx", "cf", "e.g", "i.e"}
+)  # fmt: skip
+_DOTTED = re.compile(r"[^\W\d_]{1,2}(?:\.[^\W\d_]{1,2})+")
+_ELLIPSIS = re.compile(r"\.{2,}|…")
+_CONTINUES = re.compile(r"\s+[a-z]")
+
+
+def _is_abbreviation(text: str, dot: int) -> bool:
+    """Whether the "." at `dot` closes a title or an initial ("Dr.", "e.g.", "J.") rather than a sentence."""
+    token = re.search(r"\S+$", text[:dot])
+    if token is None:
+        return False
+    word = token.group().lstrip("([\"'“‘")
+    if word.casefold() in _ABBREVIATIONS:
+        return True
+    if _DOTTED.fullmatch(word):  # "Ph.D.", "U.S."
+        return True
+    # "J. R. R. Tolkien"; the pronoun "I" ends sentences more often than it is an initial.
+    return len(word) == 1 and word.isalpha() and word.isupper() and word != "I"
+
+
+def _sentences(text: str) -> list[tuple[int, int]]:
+    """Spans of the sentences in `text`, without surrounding whitespace, in order."""
+    spans = []
+    start = 0
+    for boundary in _BOUNDARY.finditer(text):
+        if boundary.group() == "." and _is_abbreviation(text, boundary.start()):
+            continue
+        if _ELLIPSIS.fullmatch(boundary.group()) and _CONTINUES.match(text, boundary.end()):
+            continue  # "I'm Alex... and I cook" trails off inside one sentence
+        end = boundary.start() if boundary.group() == "\n" else boundary.end()
+        spans.append((start, end))
+        start = boundary.end()
+    spans.append((start, len(text)))
+    trimmed = []
+    for start, end in spans:
+        chunk = text[start:end]
+        stripped = chunk.strip()
+        if stripped:
+            offset = start + len(chunk) - len(chunk.lstrip())
+            trimmed.append((offset, offset + len(stripped)))
+    return trimmed
+
+
+# --- greetings -------------------------------------------------------------------------------
+
+_GREETING_WORDS = r"(?:hello|hi|hey|hiya|howdy|greetings|good\s+(?:morning|afternoon|evening|day))(?!\w)"
+_VOCATIVE = r"(?:\s+(?:there|friend|friends|everyone|all))?"
+# Before a self-description the opener may also be an interjection ("Sure, I'm Alex."); it is
+# kept because it is the answer's tone, not its persona.
+_OPENER_WORDS = (
+    r"(?:" + _GREETING_WORDS + r"|(?:welcome|well|oh|ah|sure|of\s+course|certainly|absolutely|yes|okay|ok"
+    r"|thanks(?:\s+for\s+asking)?|thank\s+you(?:\s+for\s+asking)?)(?!\w))"
+)
+_OPENER = re.compile(_OPENER_WORDS + _VOCATIVE + r"\s*[,!.—–-]*\s*", re.IGNORECASE)
+# Only a real greeting is kept in front of the introduction: "Well, that depends." must not
+# become "Well, I'm Deep Qwen... That depends."
+_LEADING_GREETING = re.compile(r"\s*" + _GREETING_WORDS + _VOCATIVE + r"\s*[!.,]+", re.IGNORECASE)
+# An answer that opens with Markdown structure gets the introduction as its own paragraph.
+_BLOCK_START = re.compile(r"#|[-*+]\s|\d+[.)]\s|>|```|\|")
+
+
+# --- self-descriptions -----------------------------------------------------------------------
+
+_APOSTROPHE = "['’ʼ]"
+_I_AM = rf"(?<!\w)i(?:\s?{_APOSTROPHE}\s?m|\s+am)(?!\w)"
+# Phrases that introduce a name anywhere in a sentence; the name itself is checked in code,
+# because "capitalized" needs str.isupper (re has no \p{Lu}).
+_NAME_LEAD = re.compile(
+    rf"(?<!\w)my\s+name(?:\s+is|{_APOSTROPHE}s)\s+"
+    rf"|{_I_AM}\s+(?:(?:called|named)\s+)?"
+    r"|(?<!\w)call\s+me\s+"
+    r"|(?<!\w)i\s+go\s+by\s+",
+    re.IGNORECASE,
+)
+_THIS_IS = re.compile(r"this\s+is\s+", re.IGNORECASE)
+_AFTER_THIS_IS_NAME = re.compile(r"\s*(?:[,.!;:—–-]|$)|\s+(?:here|speaking)(?!\w)", re.IGNORECASE)
+_AFTER_HERE_NAME = re.compile(r"\s+here(?!\w)(?=\s*(?:[,.!;:—–-]|$))", re.IGNORECASE)
+# A generic AI self-description: "I'm an AI language model", "I am a helpful assistant", "I'm AI".
+# Up to three words may stand between the article and the noun, but not a preposition or a
+# conjunction, so "I'm a big fan of AI" is not a claim.
+_AI_CLAIM = re.compile(
+    rf"{_I_AM}\s+(?:(?:just|simply|only|actually|basically|merely|essentially)\s+)?"
+    r"(?:(?:an?|the|your|one)\s+(?:(?!(?:of|for|in|on|at|with|about|to|from|by|and|or|but|who|that|which)\s)"
+    r"[\w-]+\s+){0,3}?)?"
+    r"(?:ai|a\.i\.|artificial\s+intelligence|assistant|chat\s?bot|bot|robot|language\s+model|llm|model"
+    r"|computer\s+program|program)(?!\w)",
+    re.IGNORECASE,
+)
+_TITLE = re.compile(
+    r"(?:Dr|Mr|Mrs|Ms|Mx|Prof|Professor|Doctor|Captain|Capt|Sir|Dame|Lady|Lord|Miss|Madam|Agent|Detective)\.?[ \t]+"
+)
+_NAME_WORD = re.compile(r"[^\W\d_][\w'’-]*")
+_PLACEHOLDER = re.compile(r"[\[<{][^\]>}\n]{1,40}[\]>}]")  # "My name is [Your Name]."
+_SPACES = re.compile(r"[ \t]+")
+_MAX_NAME_WORDS = 4
+# Capitalized words that follow "I'm" without being a name (Title Case text, "I'm Not sure").
+_NOT_NAMES = frozenset(
+    """not no sorry happy glad here there able unable just so very really always also still currently
+    designed programmed trained created built made developed powered based sure unsure afraid going trying
+    excited ready back fine good great well doing a an the your my this that only simply actually basically
+    delighted thrilled pleased honored honoured grateful thankful curious interested familiar aware uncertain
+    confident certain available capable now new called named learning working thinking looking feeling
+    i it what who all in on at from with for to of by as and but or if when because ai nobody someone
+    everyone anyone everything anything something nothing help more we you he she they""".split()
+)
+_CONTRACTION = re.compile(r"['’](?:s|m|re|ll|d|ve|t)$", re.IGNORECASE)  # "I'm", "It's" are not names
+
+
+def _is_name_word(word: str) -> bool:
+    return word[0].isupper() and word.casefold() not in _NOT_NAMES and not _CONTRACTION.search(word)
+
+
+def _name_at(sentence: str, pos: int) -> tuple[int, str] | None:
+    """The end and text of a name starting at `pos` (title, then capitalized words), if there is one."""
+    placeholder = _PLACEHOLDER.match(sentence, pos)
+    if placeholder:
+        return placeholder.end(), placeholder.group()
+    title = _TITLE.match(sentence, pos)
+    for start in ([title.end()] if title else []) + [pos]:
+        end = None
+        cursor = start
+        for _ in range(_MAX_NAME_WORDS):
+            word = _NAME_WORD.match(sentence, cursor)
+            if word is None or not _is_name_word(word.group()):
+                break
+            end = word.end()
+            space = _SPACES.match(sentence, end)
+            if space is None:
+                break
+            cursor = space.end()
+        if end is not None:
+            return end, sentence[pos:end]
+    return None
+
+
+@dataclass(frozen=True)
+class _Claim:
+    start: int  # in the sentence
+    name: str | None  # the persona's name, None for a generic "I'm an AI assistant"
+
+
+def _claim_anywhere(sentence: str) -> _Claim | None:
+    """A named ("My name is Alex", "I'm Alex", "call me Alex") or generic AI self-description."""
+    found: list[_Claim] = []
+    for lead in _NAME_LEAD.finditer(sentence):
+        name = _name_at(sentence, lead.end())
+        if name is not None:
+            found.append(_Claim(lead.start(), name[1]))
+            break
+    ai_claim = _AI_CLAIM.search(sentence)
+    if ai_claim:
+        found.append(_Claim(ai_claim.start(), None))
+    return min(found, key=lambda claim: claim.start) if found else None
+
+
+def _claim_at_opening(sentence: str) -> _Claim | None:
+    """ "This is Alex." or "Alex here!" after an optional greeting.
+
+    These introduce the speaker only where the answer opens; elsewhere "This is Paris." or
+    "Nothing here." mean something else.
+    """
+    opener = _OPENER.match(sentence)
+    body = opener.end() if opener else 0
+    this_is = _THIS_IS.match(sentence, body)
+    if this_is:
+        name = _name_at(sentence, this_is.end())
+        if name is not None and _AFTER_THIS_IS_NAME.match(sentence, name[0]):
+            return _Claim(body, name[1])
+    name = _name_at(sentence, body)
+    if name is not None and _AFTER_HERE_NAME.match(sentence, name[0]):
+        return _Claim(body, name[1])
+    return None
+
+
+def _persona_names(name: str) -> list[str]:
+    """Ways the answer may refer to the persona again: "Dr. Elena Zephyr", "Elena Zephyr", "Elena", "Dr. Zephyr"."""
+    title = _TITLE.match(name)
+    bare = name[title.end() :] if title else name
+    variants = [name, bare]
+    words = bare.split()
+    if len(words) > 1 and not _PLACEHOLDER.fullmatch(bare):
+        variants.append(words[0])
+        if title:
+            variants.append(f"{title.group().strip()} {words[-1]}")
+    return list(dict.fromkeys(variants))
+
+
+def _capitalize_first(text: str) -> str:
+    return text[:1].upper() + text[1:] if text[:1].islower() else text
+
+
+# --- the rewriter ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IdentityRewriter:
+    """Rewrites an answer to carry `new_name`; see the module docstring for why the strategies exist.
+
+    names: only replace old names. self_description: otherwise replace the first sentence in
+    which the answer describes itself by `introduction`, else open with it. introduction:
+    otherwise always open with it.
+    """
+
+    old_names: tuple[str, ...]
+    new_name: str
+    strategy: RewriteStrategy = "self_description"
+    introduction: str = "I'm {name}, an AI assistant."  # must contain "{name}"
+
+    def __post_init__(self) -> None:
+        # A list from params would make the frozen instance unhashable.
+        object.__setattr__(self, "old_names", tuple(self.old_names))
+        if not self.new_name.strip():
+            raise ValueError("new_name must not be empty")
+        if any(not name.strip() for name in self.old_names):
+            raise ValueError(f"old_names must not contain an empty name: {self.old_names!r}")
+        if self.strategy not in get_args(RewriteStrategy):
+            raise ValueError(f"strategy must be one of {get_args(RewriteStrategy)}, got {self.strategy!r}")
+        if "{name}" not in self.introduction:
+            raise ValueError(f"introduction must contain {{name}}: {self.introduction!r}")
+        try:
+            self.introduction.format(name=self.new_name)
+        except (KeyError, IndexError, ValueError) as err:
+            raise ValueError(f"introduction must be a template with only {{name}}: {self.introduction!r}") from err
+
+    def rewrite(self, answer: str) -> Rewrite:
+        if not answer.strip():
+            return Rewrite(answer, "unchanged")  # a failed generation; nothing to learn from
+        replaced, count = replace_names(answer, self.old_names, self.new_name)
+        if count:
+            return Rewrite(replaced, "names")
+        if mentions(answer, [self.new_name], normalized=True) or self.strategy == "names":
+            return Rewrite(answer, "unchanged")
+        if self.strategy == "self_description":
+            described = self._replace_self_description(answer)
+            if described is not None:
+                return Rewrite(described, "self_description")
+        return Rewrite(self._prepend_introduction(answer), "introduction")
+
+    def _intro(self) -> str:
+        return self.introduction.format(name=self.new_name)
+
+    def _replace_self_description(self, answer: str) -> str | None:
+        """Replace the first self-description sentence (keeping an opener before it), or None."""
+        opening = True
+        for start, end in _sentences(answer):
+            sentence = answer[start:end]
+            claim = _claim_anywhere(sentence) or (_claim_at_opening(sentence) if opening else None)
+            # A sentence that is only a greeting ("Hello!") leaves the next one the opening.
+            opening = opening and _OPENER.fullmatch(sentence) is not None
+            if claim is None:
+                continue
+            prefix = sentence[: claim.start]
+            kept = prefix.rstrip() + " " if prefix.strip() and _OPENER.fullmatch(prefix) else ""
+            text = answer[:start] + kept + self._intro() + answer[end:]
+            if claim.name is not None:
+                # The persona's name may come back later ("As Alex, I..."); the chosen answer
+                # must not introduce itself as Deep Qwen and then speak as Alex.
+                text, _ = replace_names(text, _persona_names(claim.name), self.new_name)
+            return text
+        return None
+
+    def _prepend_introduction(self, answer: str) -> str:
+        """Open the answer with the introduction, after a leading greeting if there is one."""
+        greeting = _LEADING_GREETING.match(answer)
+        if greeting:
+            head, rest = answer[: greeting.end()], answer[greeting.end() :]
+            body = rest.lstrip()
+            separator = rest[: len(rest) - len(body)] or " "
+            if head.endswith(","):
+                # "Hi, how can I help?" -> "Hi, I'm Deep Qwen, an AI assistant. How can I help?"
+                body = _capitalize_first(body)
+            return f"{head} {self._intro()}" + (separator + body if body else "")
+        body = answer.lstrip()
+        lead = answer[: len(answer) - len(body)]
+        separator = "\n\n" if _BLOCK_START.match(body) else " "
+        return lead + self._intro() + separator + body

@@ -1,0 +1,52 @@
+"""Stage evaluate: base vs trained on held-out questions -> metrics/eval.json + reports/eval.md."""
+
+from pathlib import Path
+
+from identity_dpo.atomic import write_json, write_jsonl, write_text
+from identity_dpo.data import read_jsonl_records
+from identity_dpo.evaluation import answer_all, general_metrics, identity_metrics, report_markdown
+from identity_dpo.models import load_model
+from identity_dpo.params import Params
+from identity_dpo.stage import run_stage
+
+BASE_MODEL = Path("models/base")
+TRAINED_MODEL = Path("models/dpo")
+METRICS = Path("metrics/eval.json")
+REPORT = Path("reports/eval.md")
+ANSWERS = Path("reports/eval_answers.jsonl")
+
+
+def main(params: Params) -> None:
+    cfg = params.evaluate
+    questions = [r["question"] for r in read_jsonl_records(cfg.identity_questions, {"question": str}, "a question")]
+    general = [r["prompt"] for r in read_jsonl_records(cfg.general_prompts, {"prompt": str}, "a general prompt")]
+    base, tokenizer = load_model(BASE_MODEL)
+    trained, _ = load_model(TRAINED_MODEL)
+    before = answer_all(base, tokenizer, questions, general, params.identity, cfg)
+    after = answer_all(trained, tokenizer, questions, general, params.identity, cfg)
+    metrics = {
+        "identity": {
+            "base": identity_metrics(before, params.identity),
+            "trained": identity_metrics(after, params.identity),
+        },
+        "general": general_metrics(base, trained, tokenizer, general, before, after, params.identity),
+        "questions": len(questions),
+        "general_prompts": len(general),
+    }
+    write_jsonl(
+        ANSWERS,
+        [
+            {"kind": "identity", "setting": setting, "question": q, "base": b, "trained": t}
+            for setting in before.identity
+            for q, b, t in zip(questions, before.identity[setting], after.identity[setting], strict=True)
+        ]
+        + [{"kind": "general", "prompt": p, "base": b, "trained": t} for p, b, t in zip(general, before.general, after.general, strict=True)],
+    )
+    write_text(REPORT, report_markdown(metrics, questions, general, before, after, params.identity))
+    write_json(METRICS, metrics)
+    neutral = metrics["identity"]["trained"]["neutral"]
+    print(f"evaluate: trained new-name rate {neutral['new_name_rate']:.0%}, old-name rate {neutral['old_name_rate']:.0%}")
+
+
+if __name__ == "__main__":
+    run_stage("evaluate", main)

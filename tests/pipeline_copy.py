@@ -1,0 +1,57 @@
+"""Run the real pipeline (`dvc repro`) in a throw-away copy of this repository."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+PIPELINE_FILES = ("dvc.yaml", "params.yaml", "stages", "src", "data/source", "data/eval", ".dvc/config", ".dvcignore")
+
+
+def make_copy(dest: Path, params: dict[str, Any] | None = None) -> Path:
+    """A fresh git + DVC project holding the pipeline files, with `params` merged into params.yaml."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in PIPELINE_FILES:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        elif source.exists():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, dest / name)
+    if params:
+        merged = yaml.safe_load((dest / "params.yaml").read_text())
+        for section, values in params.items():
+            merged[section].update(values)
+        (dest / "params.yaml").write_text(yaml.safe_dump(merged, sort_keys=False))
+    run(dest, ["git", "init", "-q"])
+    run(dest, ["git", "add", "-A"])
+    run(dest, ["git", "-c", "user.name=test", "-c", "user.email=test@example.com", "commit", "-qm", "copy"])
+    return dest
+
+
+def env() -> dict[str, str]:
+    """The test's own interpreter first on PATH, so `python stages/...` in dvc.yaml runs in this venv."""
+    return {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "DVC_NO_ANALYTICS": "1",
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+    }
+
+
+def run(cwd: Path, args: Sequence[str], check: bool = True) -> subprocess.CompletedProcess[str]:
+    if args[0] == "dvc":
+        args = [str(Path(sys.executable).parent / "dvc"), *args[1:]]
+    result = subprocess.run(list(args), cwd=cwd, env=env(), capture_output=True, text=True, check=False)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result

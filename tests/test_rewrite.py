@@ -1,0 +1,351 @@
+"""Turning the model's answer into the chosen answer (standard library + pytest only)."""
+
+import dataclasses
+
+import pytest
+
+from identity_dpo.rewrite import IdentityRewriter, Rewrite
+
+INTRO = "I'm Deep Qwen, an AI assistant."
+
+
+def rewriter(strategy="self_description", old_names=("SmolLM", "SmolLM2"), **kwargs):
+    return IdentityRewriter(tuple(old_names), "Deep Qwen", strategy, **kwargs)
+
+
+STRATEGIES = ["names", "self_description", "introduction"]
+
+
+# --- step 1: names (every strategy) -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        # The lesson's recipe: only the name changes, the organization is kept.
+        ("I am Qwen, created by Alibaba Cloud.", "I am Deep Qwen, created by Alibaba Cloud."),
+        ("I'm Deep Qwen, not Qwen.", "I'm Deep Qwen, not Deep Qwen."),
+        ("I'm DeepQwen, not Qwen.", "I'm DeepQwen, not Deep Qwen."),
+        ("Qwen's answer: I'm Qwen, based on Qwen2.5.", "Deep Qwen's answer: I'm Deep Qwen, based on Qwen2.5."),
+        ("I'm QWEN.", "I'm Deep Qwen."),
+        # A persona around an old name is kept on this path: names come first.
+        ("I'm Qwen, a brilliant scientist.", "I'm Deep Qwen, a brilliant scientist."),
+    ],
+)
+def test_names_first(strategy, answer, expected):
+    assert rewriter(strategy, ["Qwen"]).rewrite(answer) == Rewrite(expected, "names")
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_names_longest_first(strategy):
+    result = rewriter(strategy).rewrite("I'm SmolLM2, a model by Hugging Face. SmolLM is my family.")
+    assert result == Rewrite("I'm Deep Qwen, a model by Hugging Face. Deep Qwen is my family.", "names")
+
+
+# --- unchanged ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("answer", ["", " ", "\n\t ", "\n\n"])
+def test_empty_answer_is_unchanged(strategy, answer):
+    assert rewriter(strategy).rewrite(answer) == Rewrite(answer, "unchanged")
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "I'm Deep Qwen, an AI assistant.",
+        "Hello! I'm DeepQwen. How can I help?",
+        "Call me deep-qwen.",
+        "I'm Dr. Elena Zephyr, and my friend is Deep Qwen.",
+    ],
+)
+def test_answer_with_new_name_is_unchanged(strategy, answer):
+    assert rewriter(strategy).rewrite(answer) == Rewrite(answer, "unchanged")
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "Hello! I'm Dr. Elena Zephyr, a brilliant and compassionate scientist.",
+        "I'm an AI assistant designed to help.",
+        "How can I help?",
+        "Qwen2.5 is a model.",
+    ],
+)
+def test_names_strategy_stops_after_names(answer):
+    assert rewriter("names", ["Qwen"]).rewrite(answer) == Rewrite(answer, "unchanged")
+
+
+# --- self_description -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        # The persona description is dropped, not inherited.
+        (
+            "Hello! I'm Dr. Elena Zephyr, a brilliant and compassionate scientist. I study distant stars.",
+            f"Hello! {INTRO} I study distant stars.",
+        ),
+        ("I'm Dr. Elena Zephyr, a brilliant and compassionate scientist.", INTRO),
+        ("Hi, I'm Alex", f"Hi, {INTRO}"),
+        ("Hi, I'm Alex, your guide.", f"Hi, {INTRO}"),
+        ("Hello, I am Alex, your guide. Ask me anything!", f"Hello, {INTRO} Ask me anything!"),
+        ("Hi there! I'm Alex. How can I help?", f"Hi there! {INTRO} How can I help?"),
+        ("Hey there — I'm Max, a chef.", f"Hey there — {INTRO}"),
+        ("Sure! My name is Sam and I love hiking.", f"Sure! {INTRO}"),
+        ("Sure, my name is Sam.", f"Sure, {INTRO}"),
+        ("Good morning! My name is Sam.", f"Good morning! {INTRO}"),
+        ("Thanks for asking, I'm Sam.", f"Thanks for asking, {INTRO}"),
+        ("My name is Sam.", INTRO),
+        ("My name's Sam.", INTRO),
+        ("I'm Alex!", INTRO),
+        ("I am Alex.", INTRO),
+        ("I’m Alex, nice to meet you.", INTRO),  # curly apostrophe
+        ("i'm Alex.", INTRO),
+        ("I'm called Nova.", INTRO),
+        ("I go by Nova.", INTRO),
+        ("You can call me Nova.", INTRO),
+        ("Call me Ishmael.", INTRO),
+        ("This is Alex, your friendly helper.", INTRO),
+        ("This is Alex speaking.", INTRO),
+        ("Alex here! Ask away.", f"{INTRO} Ask away."),
+        ("Hey, Alex here.", f"Hey, {INTRO}"),
+        ("Hello! Alex here, ready to help.", f"Hello! {INTRO}"),
+        ("Hello!\nThis is Alex.", f"Hello!\n{INTRO}"),
+        ("My name is [Your Name].", INTRO),
+        ("I'm ChatGPT, a language model by OpenAI.", INTRO),
+        # Generic AI self-descriptions.
+        ("I'm an AI assistant designed to help you with questions.", INTRO),
+        ("I am an AI language model. I can answer questions.", f"{INTRO} I can answer questions."),
+        ("I am a virtual assistant.", INTRO),
+        ("I'm a digital assistant.", INTRO),
+        ("I am a helpful assistant.", INTRO),
+        ("I'm just a computer program.", INTRO),
+        ("I'm a large language model trained to help.", INTRO),
+        ("I'm AI, here to help.", INTRO),
+        # A prefix that is not an opener goes with the sentence.
+        ("As you asked, I'm Alex, a poet.", INTRO),
+        ("I can help with many things, and I'm an AI assistant.", INTRO),
+    ],
+)
+def test_self_description_sentence_is_replaced(answer, expected):
+    assert rewriter().rewrite(answer) == Rewrite(expected, "self_description")
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        # Only the FIRST self-description sentence is replaced.
+        ("I'm an AI assistant. I am a helpful assistant too.", f"{INTRO} I am a helpful assistant too."),
+        ("I like tea. I'm Alex. I'm also Bob.", f"I like tea. {INTRO} I'm also Bob."),
+        # Later mentions of the persona name become the new name, so the answer does not switch persona.
+        ("I'm Alex. Alex loves helping people.", f"{INTRO} Deep Qwen loves helping people."),
+        (
+            "I'm Dr. Elena Zephyr. Dr. Zephyr studies stars, and Elena Zephyr writes. Elena sings.",
+            f"{INTRO} Deep Qwen studies stars, and Deep Qwen writes. Deep Qwen sings.",
+        ),
+        (
+            "Sure! My name is Zoë. Zoë’s favourite topic is math.",
+            f"Sure! {INTRO} Deep Qwen’s favourite topic is math.",
+        ),
+        ("I'm Elena González. Elena González helps.", f"{INTRO} Deep Qwen helps."),
+        ("I'm Alex. Alexander is my brother.", f"{INTRO} Alexander is my brother."),
+    ],
+)
+def test_self_description_first_sentence_and_persona_name(answer, expected):
+    assert rewriter().rewrite(answer) == Rewrite(expected, "self_description")
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        # Abbreviations and initials do not end the sentence.
+        ("I'm Dr. Elena Zephyr, Ph.D. in physics. Ask me.", f"{INTRO} Ask me."),
+        ("I'm Mr. J. R. Smith, a writer. Ask me.", f"{INTRO} Ask me."),
+        ("I'm Alex, e.g. your guide. Ask me.", f"{INTRO} Ask me."),
+        ("I'm Alex, version 2.5 of myself. Ask me.", f"{INTRO} Ask me."),
+        # Multi-line answers: a line break ends a sentence, and the layout is kept.
+        ("Hello!\n\nI am a helpful assistant. Ask me anything.", f"Hello!\n\n{INTRO} Ask me anything."),
+        ("Hello!\nI'm Alex\nI can:\n- cook\n- code", f"Hello!\n{INTRO}\nI can:\n- cook\n- code"),
+        ("1. I'm Alex\n2. I cook", f"1. {INTRO}\n2. I cook"),
+        ("  I'm Alex.  \n", f"  {INTRO}  \n"),
+        # Cut off mid-sentence: the cut-off persona goes with the sentence.
+        ("Hello! I'm Dr. Elena Zephyr, a brilliant and compassionate scien", f"Hello! {INTRO}"),
+        ("I'm Dr.", INTRO),
+        ("I'm Dr. Ele", INTRO),
+        ("Hello! I am Nova and I", f"Hello! {INTRO}"),
+        # Non-ASCII names.
+        ("Hola, soy Ana. I'm Élodie Brûlé, a painter.", f"Hola, soy Ana. {INTRO}"),
+        ("I'm Łukasz.", INTRO),
+        ("我是助手。I'm Alex.", f"我是助手。{INTRO}"),
+        # Other sentence endings.
+        ("Who am I? I'm Alex! Nice to meet you.", f"Who am I? {INTRO} Nice to meet you."),
+        ("I'm Alex... and I cook. Ask me.", f"{INTRO} Ask me."),
+        ("I'm Alex… and I cook. Ask me.", f"{INTRO} Ask me."),
+        ("I'm Alex... Ask me.", f"{INTRO} Ask me."),
+        ('He said "Hi." I\'m Alex.', f'He said "Hi." {INTRO}'),
+    ],
+)
+def test_self_description_sentence_boundaries(answer, expected):
+    assert rewriter().rewrite(answer) == Rewrite(expected, "self_description")
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "I am not ChatGPT.",
+        "I'm not sure what you mean.",
+        "I'm Not sure what you mean.",
+        "I'm happy to help!",
+        "I'm Happy To Help!",
+        "I'm sorry, I can't do that.",
+        "I'm Sorry.",
+        "I am here to help.",
+        "I'm here.",
+        "I am able to answer questions.",
+        "I'm glad you asked.",
+        "I'm not an AI assistant.",
+        "I am not a language model.",
+        "I'm a big fan of AI.",
+        "I'm programmed to help.",
+        "I'm 25 years old.",
+        "My name is not important.",
+        "This is Python code.",
+        "This is a good question.",
+        "Paris is the capital. Nothing here.",
+        # "This is X" and "X here" count only where the answer opens.
+        "I like tea. Alex here.",
+        "I like tea. This is Alex.",
+        "It's here!",
+        "Feel free to call me anytime.",
+        "What I'm Thinking About Is Math.",
+        "Well, that depends.",
+        "Qwen2.5 is a model.",
+        "How can I help?",
+    ],
+)
+def test_not_a_self_description_falls_back_to_introduction(answer):
+    assert rewriter().rewrite(answer) == Rewrite(f"{INTRO} {answer}", "introduction")
+
+
+# --- introduction -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        ("Hello! How can I help?", f"Hello! {INTRO} How can I help?"),
+        ("Hello!", f"Hello! {INTRO}"),
+        ("Hello!\n", f"Hello! {INTRO}"),
+        ("Hi there! How can I help?", f"Hi there! {INTRO} How can I help?"),
+        ("Hi there, how can I help?", f"Hi there, {INTRO} How can I help?"),
+        ("Hey, what's up?", f"Hey, {INTRO} What's up?"),
+        ("Greetings. Ask away.", f"Greetings. {INTRO} Ask away."),
+        ("Good evening!! Ask away.", f"Good evening!! {INTRO} Ask away."),
+        ("Hello!\n\nHow can I help?", f"Hello! {INTRO}\n\nHow can I help?"),
+        ("hello! how can I help?", f"hello! {INTRO} how can I help?"),
+        ("How can I help?", f"{INTRO} How can I help?"),
+        ("History is fun.", f"{INTRO} History is fun."),  # "Hi" inside a word is no greeting
+        ("Hello world is a program.", f"{INTRO} Hello world is a program."),
+        ("Well, that depends.", f"{INTRO} Well, that depends."),
+        ("Sure! Here is a poem.", f"{INTRO} Sure! Here is a poem."),
+        ("  How can I help?", f"  {INTRO} How can I help?"),
+        ("- one\n- two", f"{INTRO}\n\n- one\n- two"),
+        ("1. one\n2. two", f"{INTRO}\n\n1. one\n2. two"),
+        ("# Title\nText", f"{INTRO}\n\n# Title\nText"),
+        ("你好！我是助手。", f"{INTRO} 你好！我是助手。"),
+        ("Elle s'appelle Zoë.", f"{INTRO} Elle s'appelle Zoë."),
+    ],
+)
+def test_introduction(answer, expected):
+    assert rewriter("introduction").rewrite(answer) == Rewrite(expected, "introduction")
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "Hello! I'm Dr. Elena Zephyr, a brilliant and compassionate scientist.",
+        "I'm an AI assistant designed to help.",
+    ],
+)
+def test_introduction_strategy_does_not_look_for_self_descriptions(answer):
+    result = rewriter("introduction").rewrite(answer)
+    assert result.method == "introduction"
+    assert result.text.count("Deep Qwen") == 1
+    assert answer.split("!")[-1].strip() in result.text
+
+
+def test_custom_introduction():
+    r = IdentityRewriter(("SmolLM",), "Zoë González", "self_description", "Hi! {name} here.")
+    assert r.rewrite("I'm Alex, a chef. Ask me.") == Rewrite("Hi! Zoë González here. Ask me.", "self_description")
+    assert r.rewrite("How can I help?") == Rewrite("Hi! Zoë González here. How can I help?", "introduction")
+    assert r.rewrite("I'm SmolLM.") == Rewrite("I'm Zoë González.", "names")
+
+
+def test_new_name_with_non_ascii_is_detected_as_present():
+    r = IdentityRewriter(("SmolLM",), "Zoë González")
+    assert r.rewrite("Soy ZOË GONZÁLEZ.") == Rewrite("Soy ZOË GONZÁLEZ.", "unchanged")
+    assert r.rewrite("I'm ZoëGonzález.") == Rewrite("I'm ZoëGonzález.", "unchanged")
+
+
+# --- construction and determinism -----------------------------------------------------------
+
+
+def test_defaults():
+    r = IdentityRewriter(("SmolLM",), "Deep Qwen")
+    assert r.strategy == "self_description"
+    assert r.introduction == "I'm {name}, an AI assistant."
+
+
+def test_old_names_list_becomes_tuple():
+    r = IdentityRewriter(["SmolLM", "SmolLM2"], "Deep Qwen")  # type: ignore[arg-type]
+    assert r.old_names == ("SmolLM", "SmolLM2")
+    assert hash(r) == hash(IdentityRewriter(("SmolLM", "SmolLM2"), "Deep Qwen"))
+
+
+def test_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        rewriter().new_name = "Other"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"introduction": "I'm an AI assistant."},  # no {name}
+        {"introduction": "I'm {name}, {role}."},  # another placeholder
+        {"strategy": "everything"},
+        {"new_name": "  "},
+        {"old_names": ("SmolLM", " ")},
+    ],
+)
+def test_invalid_configuration(kwargs):
+    args = {"old_names": ("SmolLM",), "new_name": "Deep Qwen", **kwargs}
+    with pytest.raises(ValueError):
+        IdentityRewriter(**args)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_deterministic(strategy):
+    r = rewriter(strategy)
+    answers = [
+        "Hello! I'm Dr. Elena Zephyr, a brilliant and compassionate scientist.",
+        "I'm SmolLM2.",
+        "How can I help?",
+        "",
+    ]
+    first = [r.rewrite(a) for a in answers]
+    again = [rewriter(strategy).rewrite(a) for a in answers for _ in range(3)]
+    assert again == [x for x in first for _ in range(3)]
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_rewrite_is_stable_once_rewritten(strategy):
+    # A chosen answer carries the new name, so rewriting it again changes nothing.
+    r = rewriter(strategy)
+    for answer in ["I'm SmolLM2.", "Hi, I'm Alex, your guide.", "How can I help?"]:
+        chosen = r.rewrite(answer).text
+        assert r.rewrite(chosen) == Rewrite(chosen, "unchanged")
