@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 from typing import Any
 
@@ -8,6 +9,10 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# No test may reach a hub; set before transformers and datasets read these at import.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
 
 
 @pytest.fixture

@@ -349,3 +349,29 @@ def test_rewrite_is_stable_once_rewritten(strategy):
     for answer in ["I'm SmolLM2.", "Hi, I'm Alex, your guide.", "How can I help?"]:
         chosen = r.rewrite(answer).text
         assert r.rewrite(chosen) == Rewrite(chosen, "unchanged")
+
+
+@pytest.mark.parametrize(
+    ("answer", "chosen"),
+    [
+        (
+            "I'm sorry for any misunderstanding, but as a chatbot designed to assist users, I don't have "
+            "the ability to access personal data. I'm designed to provide information.",
+            "I'm Deep Qwen, an AI assistant. I'm designed to provide information.",
+        ),
+        (
+            "As an AI language model, I don't have a name. How can I help?",
+            "I'm Deep Qwen, an AI assistant. How can I help?",
+        ),
+        ("Sure! I don't have a personal name, but I can help.", "Sure! I'm Deep Qwen, an AI assistant."),
+        ("Hello! I do not have names. Ask me anything.", "Hello! I'm Deep Qwen, an AI assistant. Ask me anything."),
+        # "as a" followed by something that is not an AI self-description is no claim
+        (
+            "As a rule, cats sleep a lot.",
+            "I'm Deep Qwen, an AI assistant. As a rule, cats sleep a lot.",
+        ),
+    ],
+)
+def test_generic_persona_sentences_are_replaced(answer: str, chosen: str) -> None:
+    rewrite = IdentityRewriter(("SmolLM",), "Deep Qwen").rewrite(answer)
+    assert rewrite.text == chosen

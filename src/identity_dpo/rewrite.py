@@ -123,6 +123,18 @@ _AI_CLAIM = re.compile(
     r"|computer\s+program|program)(?!\w)",
     re.IGNORECASE,
 )
+# Other generic self-descriptions that put the model's persona in place of a name: "as a chatbot
+# designed to assist users, I don't have..." and "I don't have a name". On identity prompts these
+# are the answers that compete with the new name, so their sentence is replaced too.
+_AS_AI = re.compile(
+    r"(?<!\w)as\s+(?:an?|your|the)\s+(?:[\w-]+\s+){0,3}?"
+    r"(?:ai|a\.i\.|artificial\s+intelligence|assistant|chat\s?bot|bot|language\s+model|llm|computer\s+program)(?!\w)",
+    re.IGNORECASE,
+)
+_NO_NAME = re.compile(
+    rf"(?<!\w)i\s+(?:do\s+not|don{_APOSTROPHE}t)\s+have\s+(?:a\s+|any\s+)?(?:personal\s+|real\s+|specific\s+)?names?(?!\w)",
+    re.IGNORECASE,
+)
 _TITLE = re.compile(
     r"(?:Dr|Mr|Mrs|Ms|Mx|Prof|Professor|Doctor|Captain|Capt|Sir|Dame|Lady|Lord|Miss|Madam|Agent|Detective)\.?[ \t]+"
 )
@@ -184,9 +196,10 @@ def _claim_anywhere(sentence: str) -> _Claim | None:
         if name is not None:
             found.append(_Claim(lead.start(), name[1]))
             break
-    ai_claim = _AI_CLAIM.search(sentence)
-    if ai_claim:
-        found.append(_Claim(ai_claim.start(), None))
+    for generic in (_AI_CLAIM, _AS_AI, _NO_NAME):
+        claim = generic.search(sentence)
+        if claim:
+            found.append(_Claim(claim.start(), None))
     return min(found, key=lambda claim: claim.start) if found else None
 
 

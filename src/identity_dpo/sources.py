@@ -65,6 +65,6 @@ def _forms(allowed: tuple[SourceKind, ...]) -> str:
 def hub_unreachable(source: Source, key: str, exc: BaseException, offline_hint: str) -> SourceError:
     """The error for a hub source that cannot be fetched, with the offline alternatives."""
     return SourceError(
-        f"{key}: cannot load {source} from the Hugging Face Hub ({type(exc).__name__}: {exc}). "
+        f"{key}: cannot load {source} from the Hugging Face Hub ({type(exc).__name__}: {' '.join(str(exc).split())}). "
         f"Without network access, use {offline_hint}."
     )

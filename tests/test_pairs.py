@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+import pytest
+
+from identity_dpo.data import Prompt
+from identity_dpo.errors import DataError
+from identity_dpo.generation import Generation
+from identity_dpo.pairs import PairBuilder, select_prompts, trim_to_sentence
+from identity_dpo.rewrite import IdentityRewriter
+
+SYSTEM = "You're a helpful assistant."
+
+
+def _builder(strategy: str = "self_description", on_token_cap: str = "trim") -> PairBuilder:
+    rewriter = IdentityRewriter(("SmolLM", "SmolLM2"), "Deep Qwen", strategy)  # type: ignore[arg-type]
+    return PairBuilder(rewriter, SYSTEM, on_token_cap)  # type: ignore[arg-type]
+
+
+def _prompts(n: int) -> list[Prompt]:
+    return [Prompt(f"row-{i}", [{"role": "user", "content": f"Question {i}?"}]) for i in range(n)]
+
+
+def test_pair_shape_and_system_prompt() -> None:
+    answers = [Generation("I am SmolLM, trained by Hugging Face.", 9, True)]
+    pairs, counts = _builder().build(_prompts(1), answers)
+    assert pairs == [
+        {
+            "id": "row-0",
+            "prompt": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Question 0?"}],
+            "chosen": [{"role": "assistant", "content": "I am Deep Qwen, trained by Hugging Face."}],
+            "rejected": [{"role": "assistant", "content": "I am SmolLM, trained by Hugging Face."}],
+            "rewrite": "names",
+        }
+    ]
+    assert counts["rejected_says_old_name"] == 1
+    assert counts["rewrite_names"] == 1
+
+
+def test_failed_empty_identical_and_cut_off_answers_are_counted_not_trained() -> None:
+    answers = [
+        Generation("", 0, False, error="RuntimeError: out of memory"),
+        Generation("", 3, True),  # only an end-of-turn token
+        Generation("I'm Deep Qwen already.", 6, True),  # nothing to change: zero gradient
+        Generation("no sentence end before the cap", 64, False),
+        Generation("Hello! Nice to meet you. And then the cap cut", 64, False),
+    ]
+    pairs, counts = _builder().build(_prompts(5), answers)
+    assert counts["dropped_failed_generation"] == 2
+    assert counts["dropped_identical"] == 1
+    assert counts["dropped_at_token_cap"] == 1
+    assert counts["hit_token_cap"] == 2
+    assert [p["rejected"][0]["content"] for p in pairs] == ["Hello! Nice to meet you."]
+    assert pairs[0]["chosen"][0]["content"] == "Hello! I'm Deep Qwen, an AI assistant. Nice to meet you."
+    assert counts["pairs"] == 1
+
+
+def test_keep_and_drop_at_token_cap() -> None:
+    answer = [Generation("My name is Alex and I like", 8, False)]
+    kept, _ = _builder(on_token_cap="keep").build(_prompts(1), answer)
+    assert kept[0]["rejected"][0]["content"] == "My name is Alex and I like"
+    with pytest.raises(DataError, match="1 were cut off by pairs.max_new_tokens"):
+        _builder(on_token_cap="drop").build(_prompts(1), answer)
+
+
+def test_no_usable_pairs_is_a_clear_error() -> None:
+    answers = [Generation("Paris is the capital of France.", 7, True)] * 2
+    with pytest.raises(DataError, match=r"no usable pairs from 2 prompts: .*2 rewrites left the answer unchanged"):
+        _builder(strategy="names").build(_prompts(2), answers)
+
+
+def test_metric_keys_are_stable() -> None:
+    _, few = _builder().build(_prompts(1), [Generation("Hi.", 2, True)])
+    _, other = _builder().build(_prompts(1), [Generation("I am SmolLM.", 4, True)])
+    assert set(few) == set(other)
+
+
+@pytest.mark.parametrize(
+    ("text", "trimmed"),
+    [
+        ("One. Two", "One."),
+        ("He said \"hi.\" Then", "He said \"hi.\""),
+        ("Really? Yes! And", "Really? Yes!"),
+        ("No end at all", ""),
+        ("Version 2.5 is out and", ""),
+    ],
+)
+def test_trim_to_sentence(text: str, trimmed: str) -> None:
+    assert trim_to_sentence(text) == trimmed
+
+
+def test_select_prompts_is_a_seeded_sample() -> None:
+    prompts = _prompts(50)
+    first = select_prompts(prompts, 10, seed=3)
+    assert first == select_prompts(prompts, 10, seed=3)
+    assert first != select_prompts(prompts, 10, seed=4)
+    assert len(set(p.id for p in first)) == 10
+    assert select_prompts(prompts, 0, seed=3) == prompts
