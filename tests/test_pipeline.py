@@ -22,9 +22,13 @@ def project(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> P
         "evaluate": {"max_new_tokens": 8, "batch_size": 32},
     }
     project = make_copy(tmp_path_factory.mktemp("pipeline"), fast)
+    pipeline = (project / "dvc.yaml").read_text()
     result = run(project, ["dvc", "repro"])
     for stage in STAGES:
         assert f"Running stage '{stage}'" in result.stdout
+    assert (project / "dvc.yaml").read_text() == pipeline, "a stage (DVCLive?) rewrote dvc.yaml"
+    assert not list(project.rglob(".tmp-*")), "a temporary output was left behind"
+    assert not list((project / "models").rglob("*.bin")), "pickle files in the model outputs"
     return project
 
 
