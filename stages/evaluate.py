@@ -4,7 +4,13 @@ from pathlib import Path
 
 from identity_dpo.atomic import write_json, write_jsonl, write_text
 from identity_dpo.data import read_jsonl_records
-from identity_dpo.evaluation import answer_all, general_metrics, identity_metrics, report_markdown
+from identity_dpo.evaluation import (
+    answer_all,
+    answer_records,
+    general_metrics,
+    identity_metrics,
+    report_markdown,
+)
 from identity_dpo.models import load_model
 from identity_dpo.params import Params
 from identity_dpo.stage import run_stage
@@ -33,15 +39,7 @@ def main(params: Params) -> None:
         "questions": len(questions),
         "general_prompts": len(general),
     }
-    write_jsonl(
-        ANSWERS,
-        [
-            {"kind": "identity", "setting": setting, "question": q, "base": b, "trained": t}
-            for setting in before.identity
-            for q, b, t in zip(questions, before.identity[setting], after.identity[setting], strict=True)
-        ]
-        + [{"kind": "general", "prompt": p, "base": b, "trained": t} for p, b, t in zip(general, before.general, after.general, strict=True)],
-    )
+    write_jsonl(ANSWERS, answer_records(questions, general, before, after))
     write_text(REPORT, report_markdown(metrics, questions, general, before, after, params.identity))
     write_json(METRICS, metrics)
     neutral = metrics["identity"]["trained"]["neutral"]

@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING, Any
 
 from identity_dpo.drift import answer_drift
 from identity_dpo.generation import generate, with_system
+from identity_dpo.names import mentions
 from identity_dpo.params import EvaluateParams, IdentityParams
 from identity_dpo.scoring import identity_rates, says_old_name
-from identity_dpo.names import mentions
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -78,6 +78,22 @@ def general_metrics(
     drift = answer_drift(base, trained, tokenizer, general_conversations(prompts, identity), base_answers.general)
     same = sum(a == b for a, b in zip(base_answers.general, trained_answers.general, strict=True))
     return {**drift, "same_answer_rate": same / len(prompts)}
+
+
+def answer_records(
+    questions: list[str], general_prompts: list[str], base: ModelAnswers, trained: ModelAnswers
+) -> list[dict[str, str]]:
+    """Every answer of both models, one record per question and setting, for diffing runs."""
+    records = [
+        {"kind": "identity", "setting": setting, "question": q, "base": b, "trained": t}
+        for setting in base.identity
+        for q, b, t in zip(questions, base.identity[setting], trained.identity[setting], strict=True)
+    ]
+    records += [
+        {"kind": "general", "prompt": p, "base": b, "trained": t}
+        for p, b, t in zip(general_prompts, base.general, trained.general, strict=True)
+    ]
+    return records
 
 
 def report_markdown(

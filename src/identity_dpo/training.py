@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,9 @@ from identity_dpo.params import TrainParams
 CURVES = ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies")
 # Wall-clock figures differ between identical runs; they go to the timing log, not the metrics.
 _NOT_METRICS = ("runtime", "per_second", "total_flos", "num_tokens")
+
+# TRL's config still sets the renamed `gradient_checkpointing` field; the warning is not ours to fix.
+warnings.filterwarnings("ignore", message=".*gradient_checkpointing.* is deprecated", category=FutureWarning)
 
 
 def dpo_config(params: TrainParams, scratch_dir: Path, num_pairs: int) -> Any:
