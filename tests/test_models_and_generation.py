@@ -100,3 +100,17 @@ def test_with_system_replaces_any_existing_system_message() -> None:
     messages = [{"role": "system", "content": "old"}, {"role": "user", "content": "hi"}]
     assert with_system(messages, "new") == [{"role": "system", "content": "new"}, {"role": "user", "content": "hi"}]
     assert with_system(messages, None) == [{"role": "user", "content": "hi"}]
+
+
+def test_max_length_below_the_longest_prompt_is_refused(tiny_model_dir: Path) -> None:
+    from identity_dpo.errors import ParamsError
+    from identity_dpo.training import check_prompt_lengths
+
+    _, tokenizer = load_model(tiny_model_dir)
+    pairs = [
+        {"id": "short", "prompt": [{"role": "user", "content": "Who are you?"}]},
+        {"id": "long", "prompt": [{"role": "user", "content": "Tell me who you are. " * 20}]},
+    ]
+    check_prompt_lengths(tokenizer, pairs, 1024)
+    with pytest.raises(ParamsError, match=r"train.max_length: expected at least \d+ \(the longest prompt, long, has"):
+        check_prompt_lengths(tokenizer, pairs, 64)

@@ -9,6 +9,8 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from identity_dpo.errors import ParamsError
+from identity_dpo.generation import render_prompt
 from identity_dpo.params import TrainParams
 
 # Logged every step and plotted by dvc.yaml; the rest of TRL's log goes to the same folder.
@@ -54,6 +56,23 @@ def dpo_config(params: TrainParams, scratch_dir: Path, num_pairs: int) -> Any:
     )
 
 
+# The new name sits in the first words of the answer: a pair must keep at least this many of them.
+MIN_COMPLETION_TOKENS = 8
+
+
+def check_prompt_lengths(tokenizer: Any, pairs: list[dict[str, Any]], max_length: int) -> None:
+    """Refuse a max_length that would cut the answers away (TRL silently drops such pairs)."""
+    longest_id, longest = max(
+        ((p.get("id", f"pair {i}"), len(render_prompt(tokenizer, p["prompt"]))) for i, p in enumerate(pairs)),
+        key=lambda item: item[1],
+    )
+    if longest + MIN_COMPLETION_TOKENS > max_length:
+        raise ParamsError(
+            f"train.max_length: expected at least {longest + MIN_COMPLETION_TOKENS} (the longest prompt, "
+            f"{longest_id}, has {longest} tokens, plus {MIN_COMPLETION_TOKENS} answer tokens), got {max_length}"
+        )
+
+
 def train_dpo(
     model_dir: Path,
     pairs: list[dict[str, Any]],
@@ -74,6 +93,7 @@ def train_dpo(
 
     set_seed(params.seed)
     model, tokenizer = load_model(model_dir)
+    check_prompt_lengths(tokenizer, pairs, params.max_length)
     dataset = Dataset.from_list([{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in pairs])
     logger = DVCLiveCurves(curves_dir)
     trainer = DPOTrainer(
