@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from identity_dpo.atomic import write_jsonl
 from identity_dpo.errors import DataError, SourceError
 from identity_dpo.sources import Source, hub_unreachable, parse_source
 
@@ -158,8 +159,6 @@ def load_prompts(spec: str, split: str, on_bad_row: str) -> tuple[list[Prompt], 
 
 
 def write_prompts(path: Path, prompts: Iterable[Prompt]) -> None:
-    from identity_dpo.atomic import write_jsonl
-
     write_jsonl(path, ({"id": p.id, "messages": p.messages} for p in prompts))
 
 

@@ -18,10 +18,10 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 import yaml
 
 from identity_dpo.errors import ParamsError
-from identity_dpo.rewrite import RewriteStrategy
 
 OnBadRow = Literal["skip", "fail"]
 OnTokenCap = Literal["trim", "keep", "drop"]
+RewriteStrategy = Literal["names", "self_description", "introduction"]
 LossType = Literal[
     "sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard",
     "aot", "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm",

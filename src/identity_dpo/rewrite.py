@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Literal, get_args
 
 from identity_dpo.names import mentions, replace_names
+from identity_dpo.params import RewriteStrategy
 
-RewriteStrategy = Literal["names", "self_description", "introduction"]
 RewriteMethod = Literal["unchanged", "names", "self_description", "introduction"]
 
 
