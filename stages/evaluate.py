@@ -9,6 +9,7 @@ from identity_dpo.evaluation import (
     answer_records,
     general_metrics,
     identity_metrics,
+    plot_rows,
     report_markdown,
 )
 from identity_dpo.models import load_model
@@ -20,6 +21,8 @@ TRAINED_MODEL = Path("models/dpo")
 METRICS = Path("metrics/eval.json")
 REPORT = Path("reports/eval.md")
 ANSWERS = Path("reports/eval_answers.jsonl")
+RATES_PLOT = Path("metrics/eval_plots/identity_rates.json")
+DRIFT_PLOT = Path("metrics/eval_plots/general_drift.json")
 
 
 def main(params: Params) -> None:
@@ -41,6 +44,9 @@ def main(params: Params) -> None:
     }
     write_jsonl(ANSWERS, answer_records(questions, general, before, after))
     write_text(REPORT, report_markdown(metrics, questions, general, before, after, params.identity))
+    rates, drift = plot_rows(metrics)
+    write_json(RATES_PLOT, rates)
+    write_json(DRIFT_PLOT, drift)
     write_json(METRICS, metrics)
     neutral = metrics["identity"]["trained"]["neutral"]
     print(f"evaluate: trained new-name rate {neutral['new_name_rate']:.0%}, old-name rate {neutral['old_name_rate']:.0%}")

@@ -80,6 +80,26 @@ def general_metrics(
     return {**drift, "same_answer_rate": same / len(prompts)}
 
 
+RATE_LABELS = {"new_name_rate": "new name", "old_name_rate": "old name"}
+DRIFT_LABELS = {
+    "mean_token_kl": "mean token KL (nats)",
+    "mean_logprob_change": "log-prob change (nats/token)",
+    "same_answer_rate": "unchanged answers (share)",
+}
+
+
+def plot_rows(metrics: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """metrics/eval.json flattened into rows DVC can plot as bars, one bar group per experiment."""
+    rates = [
+        {"measure": f"{model} · {setting} · {label}", "rate": metrics["identity"][model][setting][key]}
+        for model in ("trained", "base")
+        for setting in metrics["identity"][model]
+        for key, label in RATE_LABELS.items()
+    ]
+    drift = [{"measure": label, "value": metrics["general"][key]} for key, label in DRIFT_LABELS.items()]
+    return rates, drift
+
+
 def answer_records(
     questions: list[str], general_prompts: list[str], base: ModelAnswers, trained: ModelAnswers
 ) -> list[dict[str, str]]:
