@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-PIPELINE_FILES = ("dvc.yaml", "params.yaml", "stages", "src", "data/source", "data/eval", ".dvc/config", ".dvcignore")
+PIPELINE_FILES = ("dvc.yaml", "params.yaml", "stages", "src", "data/source", "data/eval", ".dvc/config", ".dvc/plots", ".dvcignore", "scripts")
 
 
 def make_copy(dest: Path, params: dict[str, Any] | None = None) -> Path:
@@ -22,7 +22,7 @@ def make_copy(dest: Path, params: dict[str, Any] | None = None) -> Path:
     for name in PIPELINE_FILES:
         source = ROOT / name
         if source.is_dir():
-            shutil.copytree(source, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+            shutil.copytree(source, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "node_modules"))
         elif source.exists():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, dest / name)
@@ -37,21 +37,25 @@ def make_copy(dest: Path, params: dict[str, Any] | None = None) -> Path:
     return dest
 
 
-def env() -> dict[str, str]:
+def env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The test's own interpreter first on PATH, so `python stages/...` in dvc.yaml runs in this venv."""
     return {
         **os.environ,
+        **(extra or {}),
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         "DVC_NO_ANALYTICS": "1",
         "HF_HUB_OFFLINE": "1",
         "HF_DATASETS_OFFLINE": "1",
+        "AWS_EC2_METADATA_DISABLED": "true",  # without credentials botocore would probe a cloud address
     }
 
 
-def run(cwd: Path, args: Sequence[str], check: bool = True) -> subprocess.CompletedProcess[str]:
+def run(
+    cwd: Path, args: Sequence[str], check: bool = True, extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     if args[0] == "dvc":
         args = [str(Path(sys.executable).parent / "dvc"), *args[1:]]
-    result = subprocess.run(list(args), cwd=cwd, env=env(), capture_output=True, text=True, check=False)
+    result = subprocess.run(list(args), cwd=cwd, env=env(extra_env), capture_output=True, text=True, check=False)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result

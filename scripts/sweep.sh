@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Queue a parameter sweep as DVC experiments, run the queue, wait for it, and show the results.
+#
+#   bash scripts/sweep.sh 'train.beta=0.05,0.1,0.2,0.5,1.0'
+#   bash scripts/sweep.sh 'train.loss_weights=[1.0,0.0],[1.0,0.5],[1.0,1.0]'   # the loss mix
+#   bash scripts/sweep.sh 'train.beta=0.1,0.5' 'train.epochs=1,2'               # a 2 x 2 grid
+#
+# Each argument is one `dvc exp run -S` override in DVC's sweep syntax (comma-separated choices;
+# several arguments make a grid). It is exactly:
+#   dvc exp run --queue -S ARG... && dvc queue start --jobs $SWEEP_JOBS, then wait for the queue.
+# Stages whose inputs did not change are not rerun; a setting that already ran is restored from
+# DVC's run cache. Compare afterwards with scripts/compare.sh, dvc metrics diff, dvc plots diff.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -x .venv/bin/dvc ] && export PATH="$PWD/.venv/bin:$PATH"
+export DVC_NO_ANALYTICS=1
+
+if [ $# -eq 0 ]; then
+    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' >&2
+    exit 2
+fi
+if ! git config user.email >/dev/null; then
+    echo "sweep: dvc exp run commits experiments to git refs and needs a git identity:" >&2
+    echo "       git config user.name 'Your Name'; git config user.email you@example.com" >&2
+    exit 2
+fi
+if dvc queue status | grep -Eq ' (Queued|Running) '; then
+    echo "sweep: the experiment queue is busy (dvc queue status); wait for it or dvc queue kill/remove" >&2
+    exit 2
+fi
+
+overrides=()
+for arg in "$@"; do overrides+=(--set-param "$arg"); done
+started=$(date +%s)
+queued=$(dvc exp run --queue "${overrides[@]}" 2>&1 | tee /dev/stderr | sed -n "s/^Queued experiment '\(.*\)' for future execution.*/\1/p")
+[ -n "$queued" ] || { echo "sweep: nothing was queued" >&2; exit 1; }
+# One at a time by default: parallel trainings on a small CPU box only fight over its cores.
+dvc queue start --jobs "${SWEEP_JOBS:-1}"
+
+status_of_ours() { dvc queue status | grep -wF "$queued" || true; }
+while status_of_ours | grep -Eq ' (Queued|Running) '; do
+    sleep 15
+done
+echo "sweep: $(echo "$queued" | wc -l) experiments finished in $(( $(date +%s) - started )) s"
+if status_of_ours | grep -q ' Failed '; then
+    status_of_ours >&2
+    echo "sweep: some experiments failed; see dvc queue logs NAME" >&2
+    exit 1
+fi
+bash scripts/compare.sh

@@ -1,0 +1,143 @@
+"""Write the results of the DVC experiments on top of HEAD as a markdown table.
+
+    python scripts/sweep_table.py                      # print the table
+    python scripts/sweep_table.py -o docs/sweeps.md    # write it (atomically) as a document
+
+Reads `dvc exp show --json` (the committed baseline and its finished experiments), so every
+number in the table comes from the metrics files of a real run. Columns: the train params that
+differ between the rows, the held-out identity rates, general drift, and the last training step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def experiments() -> list[dict[str, Any]]:
+    """The baseline commit and its finished experiments, each as {name, rev, params, metrics}."""
+    dvc = Path(sys.executable).parent / "dvc"
+    shown = subprocess.run(
+        [str(dvc) if dvc.exists() else "dvc", "exp", "show", "--json"],
+        cwd=ROOT, capture_output=True, text=True, check=True, env={**os.environ, "DVC_NO_ANALYTICS": "1"},
+    )  # fmt: skip
+    rows = []
+    for baseline in json.loads(shown.stdout):
+        if baseline["rev"] == "workspace":
+            continue
+        candidates = [(baseline.get("name") or baseline["rev"][:7], baseline["rev"], baseline["data"])]
+        for experiment in baseline.get("experiments") or []:
+            if experiment.get("executor"):
+                continue  # queued, running or failed: it shows the metrics it started from
+            for rev in experiment["revs"]:
+                candidates.append((rev.get("name") or rev["rev"][:7], rev["rev"], rev.get("data") or {}))
+        for name, rev, data in candidates:
+            metrics = {path: entry.get("data") for path, entry in (data.get("metrics") or {}).items()}
+            if not metrics.get("metrics/eval.json"):
+                continue
+            params = data["params"]["params.yaml"]["data"]
+            rows.append({"name": name, "rev": rev, "params": params, "metrics": metrics})
+    return rows
+
+
+def describe_loss(train: dict[str, Any]) -> str:
+    terms = [
+        f"{weight:g}·{'NLL' if kind == 'sft' else kind}"
+        for kind, weight in zip(train["loss_type"], train["loss_weights"], strict=True)
+        if weight
+    ]
+    return " + ".join(terms) if len(terms) > 1 else ("pure " + terms[0].split("·")[1] if terms else "none")
+
+
+def varying_train_params(rows: list[dict[str, Any]]) -> list[str]:
+    keys = rows[0]["params"]["train"].keys()
+    return [k for k in keys if len({json.dumps(r["params"]["train"][k]) for r in rows}) > 1]
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    varying = varying_train_params(rows)
+    loss_varies = any(k in varying for k in ("loss_type", "loss_weights"))
+    param_columns = [k for k in varying if k not in ("loss_type", "loss_weights")]
+    headers = ["experiment", *(f"train.{k}" for k in param_columns)]
+    headers += ["loss"] if loss_varies else []
+    headers += [
+        "new name, neutral", "new name, default", "old name, neutral", "old name, default",
+        "KL (nats/token)", "log-prob change", "unchanged answers", "final DPO loss", "reward margin",
+    ]  # fmt: skip
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    ordered = sorted(rows, key=lambda r: (describe_loss(r["params"]["train"]), *(r["params"]["train"][k] for k in param_columns)))
+    for row in ordered:
+        train, ev = row["params"]["train"], row["metrics"]["metrics/eval.json"]
+        curves = row["metrics"].get("metrics/train/metrics.json") or {}
+        trained = ev["identity"]["trained"]
+        cells = [f"`{row['name']}`", *(f"{train[k]:g}" if isinstance(train[k], float) else str(train[k]) for k in param_columns)]
+        cells += [describe_loss(train)] if loss_varies else []
+        cells += [
+            _pct(trained["neutral"]["new_name_rate"]), _pct(trained["default"]["new_name_rate"]),
+            _pct(trained["neutral"]["old_name_rate"]), _pct(trained["default"]["old_name_rate"]),
+            f"{ev['general']['mean_token_kl']:.3f}", f"{ev['general']['mean_logprob_change']:+.3f}",
+            _pct(ev["general"]["same_answer_rate"]),
+            f"{curves['loss']:.3f}" if "loss" in curves else "–",
+            f"{curves['rewards']['margins']:.2f}" if "rewards" in curves else "–",
+        ]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _pct(value: float) -> str:
+    return f"{value:.1%}"
+
+
+def document(rows: list[dict[str, Any]], command: str) -> str:
+    baseline = rows[0]
+    questions = baseline["metrics"]["metrics/eval.json"]["questions"]
+    general = baseline["metrics"]["metrics/eval.json"]["general_prompts"]
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
+    return f"""# Sweep results
+
+Generated by `python scripts/sweep_table.py -o docs/sweeps.md` from `dvc exp show --json` on
+{stamp} ({platform.machine()}, {os.cpu_count()} CPU cores), after `{command}`. Baseline commit
+`{baseline['rev'][:7]}`; every other row is a DVC experiment on top of it, with only the
+listed params changed. Held-out identity questions: {questions}; general prompts: {general}.
+
+"new name" / "old name": share of held-out answers of the trained model that use the new
+name (strict match) / still use an old name, under the neutral system prompt ("neutral") or
+with no system message ("default", the model's template identity). KL: mean per-token
+KL(base ‖ trained) on the base model's answers to the general prompts; log-prob change: the
+trained model's mean change in log-probability of those answers; unchanged: share of greedy
+general answers that stayed word for word the same. Final DPO loss and reward margin: the last
+logged training step (`metrics/train/metrics.json`).
+
+{table(rows)}
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-o", "--output", type=Path, help="write a markdown document here instead of printing")
+    parser.add_argument("--command", default="bash scripts/sweep.sh ...", help="the sweep command, for the record")
+    args = parser.parse_args()
+    rows = experiments()
+    if not rows:
+        raise SystemExit("sweep_table: no finished experiments (dvc exp show lists none with metrics/eval.json)")
+    if args.output is None:
+        print(table(rows))
+        return
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.output.with_name(f".tmp-{args.output.name}")
+    tmp.write_text(document(rows, args.command), encoding="utf-8")
+    tmp.replace(args.output)
+    print(f"wrote {args.output} ({len(rows)} runs)", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
