@@ -2,8 +2,9 @@
 
 from pathlib import Path
 
-from identity_dpo.atomic import write_json, write_jsonl, write_text
+from identity_dpo.atomic import atomic_outputs
 from identity_dpo.data import read_jsonl_records
+from identity_dpo.errors import DataError
 from identity_dpo.evaluation import (
     answer_all,
     answer_records,
@@ -27,8 +28,8 @@ DRIFT_PLOT = Path("metrics/eval_plots/general_drift.json")
 
 def main(params: Params) -> None:
     cfg = params.evaluate
-    questions = [r["question"] for r in read_jsonl_records(cfg.identity_questions, {"question": str}, "a question")]
-    general = [r["prompt"] for r in read_jsonl_records(cfg.general_prompts, {"prompt": str}, "a general prompt")]
+    questions = _texts(cfg.identity_questions, "question", "evaluate.identity_questions", "a held-out question")
+    general = _texts(cfg.general_prompts, "prompt", "evaluate.general_prompts", "a general prompt")
     base, tokenizer = load_model(BASE_MODEL)
     trained, _ = load_model(TRAINED_MODEL)
     before = answer_all(base, tokenizer, questions, general, params.identity, cfg)
@@ -42,14 +43,23 @@ def main(params: Params) -> None:
         "questions": len(questions),
         "general_prompts": len(general),
     }
-    write_jsonl(ANSWERS, answer_records(questions, general, before, after))
-    write_text(REPORT, report_markdown(metrics, questions, general, before, after, params.identity))
     rates, drift = plot_rows(metrics)
-    write_json(RATES_PLOT, rates)
-    write_json(DRIFT_PLOT, drift)
-    write_json(METRICS, metrics)
+    with atomic_outputs() as outputs:  # all appear together, only once all are complete
+        outputs.write_jsonl(ANSWERS, answer_records(questions, general, before, after))
+        outputs.write_text(REPORT, report_markdown(metrics, questions, general, before, after, params.identity))
+        outputs.write_json(RATES_PLOT, rates)
+        outputs.write_json(DRIFT_PLOT, drift)
+        outputs.write_json(METRICS, metrics)
     neutral = metrics["identity"]["trained"]["neutral"]
     print(f"evaluate: trained new-name rate {neutral['new_name_rate']:.0%}, old-name rate {neutral['old_name_rate']:.0%}")
+
+
+def _texts(path: str, field: str, key: str, what: str) -> list[str]:
+    """The `field` of every row of a JSON-lines file named by the param `key`."""
+    try:
+        return [row[field] for row in read_jsonl_records(path, {field: str}, what)]
+    except DataError as exc:
+        raise DataError(f"{key}: {exc}") from None
 
 
 if __name__ == "__main__":

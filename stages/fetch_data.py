@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from identity_dpo.atomic import atomic_dir, write_json
+from identity_dpo.atomic import atomic_outputs
 from identity_dpo.data import load_prompts, write_prompts
 from identity_dpo.params import Params
 from identity_dpo.stage import run_stage
@@ -15,9 +15,9 @@ def main(params: Params) -> None:
     prompts, report = load_prompts(params.data.source, params.data.split, params.data.on_bad_row)
     for problem in report.problems:
         print(f"fetch_data: skipped {problem}")
-    with atomic_dir(OUT_DIR) as out:
-        write_prompts(out / "prompts.jsonl", prompts)
-    write_json(METRICS, report.as_metrics())
+    with atomic_outputs() as outputs:  # both appear together, only once both are complete
+        write_prompts(outputs.dir(OUT_DIR) / "prompts.jsonl", prompts)
+        outputs.write_json(METRICS, report.as_metrics())
     print(f"fetch_data: {report.used} prompts ({report.multi_turn} multi-turn), {report.skipped} rows skipped")
 
 

@@ -6,7 +6,7 @@ chosen = that answer rewritten to carry identity.new_name; both under identity.s
 
 from pathlib import Path
 
-from identity_dpo.atomic import atomic_dir, write_json, write_jsonl
+from identity_dpo.atomic import atomic_outputs, write_jsonl
 from identity_dpo.data import read_prompts
 from identity_dpo.generation import generate, with_system
 from identity_dpo.models import load_model
@@ -34,9 +34,9 @@ def main(params: Params) -> None:
     )
     rewriter = IdentityRewriter(tuple(identity.old_names), identity.new_name, identity.rewrite, identity.introduction)
     pairs, counts = PairBuilder(rewriter, identity.system_prompt, params.pairs.on_token_cap).build(prompts, answers)
-    with atomic_dir(OUT_DIR) as out:
-        write_jsonl(out / "pairs.jsonl", pairs)
-    write_json(METRICS, counts)
+    with atomic_outputs() as outputs:  # both appear together, only once both are complete
+        write_jsonl(outputs.dir(OUT_DIR) / "pairs.jsonl", pairs)
+        outputs.write_json(METRICS, counts)
     print(f"make_pairs: {counts['pairs']} pairs from {counts['prompts']} prompts")
 
 

@@ -1,30 +1,83 @@
-"""Stage train: DPO on data/pairs -> models/dpo/ (final weights only) + metrics/train/ (DVCLive curves)."""
+"""Stage train: DPO on data/pairs -> models/dpo/ (final weights only) + metrics/train/ (DVCLive curves).
 
+With `train.launch.profile: none` (the default) training runs in this process. Any other profile makes this
+script start itself again under `accelerate launch` in `train.launch.processes` processes; rank 0 of those
+writes the outputs. Everything is checked before any weights load or any process starts.
+"""
+
+import os
+import shutil
 import tempfile
 from pathlib import Path
 
 from identity_dpo.atomic import atomic_dir
 from identity_dpo.data import read_jsonl_records
-from identity_dpo.params import Params
-from identity_dpo.stage import run_stage
-from identity_dpo.training import train_dpo
+from identity_dpo.params import Params, load_params
+from identity_dpo.stage import PARAMS_FILE, run_stage
+from identity_dpo.training import (
+    WORKER_ENV,
+    check_launch,
+    check_training_inputs,
+    prepare_checkpoints,
+    run_fingerprint,
+    run_launched,
+    train_dpo,
+)
 
 PAIRS = Path("data/pairs/pairs.jsonl")
 BASE_MODEL = Path("models/base")
 OUT_DIR = Path("models/dpo")
 CURVES_DIR = Path("metrics/train")
+CHECKPOINTS = Path("checkpoints/train")  # train.resume only; git- and dvc-ignored, never a DVC output
+ACCELERATE_CONFIGS = Path("configs/accelerate")
 
 
 def main(params: Params) -> None:
-    pairs = read_jsonl_records(PAIRS, {"prompt": list, "chosen": list, "rejected": list}, "a preference pair")
-    with (
-        tempfile.TemporaryDirectory(prefix="identity-dpo-train-") as scratch,
-        atomic_dir(OUT_DIR) as out,
-        atomic_dir(CURVES_DIR) as curves,
-    ):
-        summary = train_dpo(BASE_MODEL, pairs, params.train, out, curves, Path(scratch))
+    pairs = read_pairs()
+    check_training_inputs(params.train, BASE_MODEL, pairs)
+    check_launch(params.train, ACCELERATE_CONFIGS)
+    if params.train.resume:
+        prepare_checkpoints(CHECKPOINTS, run_fingerprint(params.train, pairs, BASE_MODEL))
+    checkpoints = CHECKPOINTS if params.train.resume else None
+    with tempfile.TemporaryDirectory(prefix="identity-dpo-train-") as scratch:
+        if params.train.launch.profile == "none":
+            with atomic_dir(OUT_DIR) as out, atomic_dir(CURVES_DIR) as curves:
+                summary = train_dpo(
+                    BASE_MODEL, pairs, params.train, out, curves, Path(scratch), checkpoint_dir=checkpoints
+                )
+            print_summary(summary)
+        else:
+            run_launched(params.train, Path(__file__).resolve(), ACCELERATE_CONFIGS, Path(scratch))
+    if checkpoints is not None:
+        shutil.rmtree(checkpoints)  # the model is in place: the run's checkpoints are no longer needed
+
+
+def worker(params: Params) -> None:
+    """One of the processes `accelerate launch` started (see main); rank 0 writes the outputs."""
+    scratch = Path(os.environ[WORKER_ENV])
+    rank = int(os.environ.get("RANK", "0"))
+    pairs = read_pairs()
+    checkpoints = CHECKPOINTS if params.train.resume else None
+    if rank == 0:
+        with atomic_dir(OUT_DIR) as out, atomic_dir(CURVES_DIR) as curves:
+            summary = train_dpo(BASE_MODEL, pairs, params.train, out, curves, scratch, checkpoint_dir=checkpoints)
+        print_summary(summary)
+    else:
+        private = scratch / f"rank-{rank}"  # the other ranks' copies of the outputs are thrown away
+        train_dpo(BASE_MODEL, pairs, params.train, private / "model", private / "curves", scratch,
+                  checkpoint_dir=checkpoints)  # fmt: skip
+
+
+def read_pairs() -> list[dict]:
+    return read_jsonl_records(PAIRS, {"prompt": list, "chosen": list, "rejected": list}, "a preference pair")
+
+
+def print_summary(summary: dict[str, float]) -> None:
     print("train: " + ", ".join(f"{k} {v:.4g}" for k, v in summary.items()))
 
 
 if __name__ == "__main__":
-    run_stage("train", main)
+    if WORKER_ENV in os.environ:
+        worker(load_params(PARAMS_FILE))  # main already validated everything; no second timing entry
+    else:
+        run_stage("train", main)

@@ -1,11 +1,15 @@
 # shellcheck shell=bash
-# Sourced by build.sh and smoke.sh: daemonless container settings (buildah/podman) for a host
-# without a Docker engine or Docker Hub. Everything lives under $CONTAINER_WORK, outside the repo.
-# Use it by hand too:  . scripts/container/env.sh && podman images
+# Sourced by the scripts in scripts/container: daemonless container settings (buildah/podman) for
+# a host without a Docker engine or Docker Hub. Everything lives under $CONTAINER_WORK, outside
+# the repository. Use it by hand too:  . scripts/container/env.sh && podman images
 
 CONTAINER_WORK=${CONTAINER_WORK:-/var/tmp/identity-dpo-containers}
-IMAGE=${IMAGE:-localhost/identity-dpo:cpu}
-BASE=${BASE:-localhost/py-base}
+IMAGE=${IMAGE:-localhost/identity-dpo:cpu}              # the runtime image (`docker build .`)
+TEST_IMAGE=${TEST_IMAGE:-localhost/identity-dpo:cpu-dev} # the same plus git and pytest (INSTALL_DEV=1)
+BASE=${BASE:-localhost/py-base}                         # Debian bookworm + Python, made by debootstrap
+# Stands in for the CUDA base in cuda_check.sh (the real one cannot be pulled here).
+CUDA_BASE=${CUDA_BASE:-docker.io/nvidia/cuda:13.0.1-base-ubuntu24.04}
+CUDA_VARIANT=${CUDA_VARIANT:-cu130}
 
 mkdir -p "$CONTAINER_WORK"
 
@@ -30,3 +34,23 @@ CONF
 export CONTAINERS_STORAGE_CONF="$CONTAINER_WORK/storage.conf"
 export CONTAINERS_CONF="$CONTAINER_WORK/containers.conf"
 export BUILDAH_ISOLATION=chroot
+
+# Installs the daemonless tools if missing (Debian/Ubuntu host, as root).
+container_tools() {
+    local need=() pkg
+    for pkg in buildah podman runc debootstrap "$@"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || need+=("$pkg")
+    done
+    if [ ${#need[@]} -gt 0 ]; then
+        echo "installing ${need[*]}"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+    fi
+}
+
+# pip's find-links folders of this host (one holds the torch CPU wheel) as read-only build mounts.
+pip_find_links() {
+    local links
+    links=${PIP_FIND_LINKS:-$(pip config get global.find-links 2>/dev/null || true)}
+    echo "$links"
+}

@@ -1,15 +1,24 @@
 """Atomic outputs: a stage's results appear complete or not at all.
 
-Everything is first written next to its final place (same filesystem, so the final
-`os.replace` is atomic) and moved in only when complete. A killed stage leaves at most a
-hidden `.tmp-*` sibling behind, which the next run of the stage removes.
+Everything is first written next to its final place (same filesystem, so the final rename is
+atomic) and moved in only when complete. A folder that already exists is swapped with the new
+one in a single step (Linux `renameat2(RENAME_EXCHANGE)`), so there is no moment without a
+complete version in place. A killed stage leaves at most hidden `.tmp-*` siblings behind, which
+the next run of the stage removes.
+
+A stage with several outputs stages all of them with `atomic_outputs()` and moves them in one
+after another only once every one is complete, so a kill before that point leaves every old
+output untouched. (Several renames cannot be one atomic step; the window between them is a few
+microseconds, and DVC never records a stage that did not finish.)
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -17,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 _TMP_PREFIX = ".tmp-"
+_PARKED = "parked-"  # a folder moved aside by the fallback two-step replace; holds the old version as "old"
+_LIVE: set[Path] = set()  # temporaries this process is still writing (never "stale")
 
 
 def _remove(path: Path) -> None:
@@ -27,53 +38,144 @@ def _remove(path: Path) -> None:
 
 
 def clear_stale_temporaries(final: Path) -> None:
-    """Remove temporaries an interrupted earlier run left beside `final`."""
-    if final.parent.is_dir():
-        for leftover in final.parent.glob(f"{_TMP_PREFIX}{final.name}-*"):
-            _remove(leftover)
+    """Remove temporaries an interrupted earlier run left beside `final`.
+
+    If that run was killed halfway through the fallback two-step replace of a folder, the old
+    version is moved back first, so it is never lost.
+    """
+    if not final.parent.is_dir():
+        return
+    for leftover in sorted(final.parent.glob(f"{_TMP_PREFIX}{final.name}-*")):
+        if leftover in _LIVE:
+            continue
+        old = leftover / "old"
+        if leftover.name.startswith(f"{_TMP_PREFIX}{final.name}-{_PARKED}") and old.exists():
+            if not (final.exists() or final.is_symlink()):
+                os.replace(old, final)
+        _remove(leftover)
 
 
-@contextmanager
-def atomic_dir(final: str | Path) -> Iterator[Path]:
-    """Yield an empty temporary folder; on success it replaces `final` in one rename."""
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    clear_stale_temporaries(final)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{final.name}-", dir=final.parent))
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one atomic step (Linux >= 3.15, glibc >= 2.28); False where unsupported."""
+    if not sys.platform.startswith("linux"):
+        return False
     try:
-        yield tmp
-        if final.exists() or final.is_symlink():
-            # A folder cannot be replaced in one step: park the old one first, so a crash
-            # between the two renames still leaves one complete version on disk.
-            parked = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{final.name}-", dir=final.parent))
-            os.replace(final, parked / "old")
-            os.replace(tmp, final)
-            _remove(parked)
-        else:
-            os.replace(tmp, final)
-    except BaseException:
-        _remove(tmp)
-        raise
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    result = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
+    return result == 0  # EINVAL / ENOSYS (a filesystem without it): use the fallback
 
 
-@contextmanager
-def atomic_file(final: str | Path, mode: str = "w") -> Iterator[Any]:
-    """Yield a file handle whose content replaces `final` only once it is closed without error."""
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    clear_stale_temporaries(final)
-    fd, name = tempfile.mkstemp(prefix=f"{_TMP_PREFIX}{final.name}-", dir=final.parent)
-    tmp = Path(name)
-    try:
+def _move_into_place(tmp: Path, final: Path) -> None:
+    """Put the complete `tmp` at `final`, replacing what is there."""
+    if tmp.is_dir() and (final.exists() or final.is_symlink()):
+        if final.is_dir() and not final.is_symlink() and _exchange(tmp, final):
+            _remove(tmp)  # now holds the old version
+            return
+        # Fallback: park the old version first. A kill between the two renames leaves it in the
+        # parked folder, and clear_stale_temporaries puts it back.
+        parked = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{final.name}-{_PARKED}", dir=final.parent))
+        os.replace(final, parked / "old")
+        os.replace(tmp, final)
+        _remove(parked)
+    else:
+        os.replace(tmp, final)
+
+
+class StagedOutputs:
+    """Temporary versions of several outputs, moved into place together by `atomic_outputs`."""
+
+    def __init__(self) -> None:
+        self._staged: list[tuple[Path, Path]] = []  # (temporary, final), in the order they were staged
+
+    def _claim(self, final: Path) -> None:
+        if any(existing == final for _, existing in self._staged):
+            raise ValueError(f"{final} is staged twice")
+        final.parent.mkdir(parents=True, exist_ok=True)
+        clear_stale_temporaries(final)
+
+    def _add(self, tmp: Path, final: Path) -> None:
+        self._staged.append((tmp, final))
+        _LIVE.add(tmp)
+
+    def dir(self, final: str | Path) -> Path:
+        """An empty temporary folder that becomes `final`."""
+        final = Path(final)
+        self._claim(final)
+        tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{final.name}-", dir=final.parent))
+        self._add(tmp, final)
+        return tmp
+
+    @contextmanager
+    def open(self, final: str | Path, mode: str = "w") -> Iterator[Any]:
+        """A file handle whose content becomes `final`."""
+        final = Path(final)
+        self._claim(final)
+        fd, name = tempfile.mkstemp(prefix=f"{_TMP_PREFIX}{final.name}-", dir=final.parent)
+        self._add(Path(name), final)
         encoding = None if "b" in mode else "utf-8"
         with os.fdopen(fd, mode, encoding=encoding) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, final)
+
+    def write_text(self, final: str | Path, text: str) -> None:
+        with self.open(final) as handle:
+            handle.write(text)
+
+    def write_json(self, final: str | Path, data: Any) -> None:
+        self.write_text(final, _json_text(data))
+
+    def write_jsonl(self, final: str | Path, rows: Iterable[Any]) -> None:
+        with self.open(final) as handle:
+            for row in rows:
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+    def _commit(self) -> None:
+        while self._staged:
+            tmp, final = self._staged[0]
+            _move_into_place(tmp, final)
+            self._staged.pop(0)
+            _LIVE.discard(tmp)
+
+    def _discard(self) -> None:
+        for tmp, _ in self._staged:
+            _remove(tmp)
+            _LIVE.discard(tmp)
+        self._staged.clear()
+
+
+@contextmanager
+def atomic_outputs() -> Iterator[StagedOutputs]:
+    """Stage several outputs; they replace the old ones only if the block completes without error."""
+    staged = StagedOutputs()
+    try:
+        yield staged
+        staged._commit()
     except BaseException:
-        _remove(tmp)
+        staged._discard()
         raise
+
+
+@contextmanager
+def atomic_dir(final: str | Path) -> Iterator[Path]:
+    """Yield an empty temporary folder; on success it replaces `final` in one step."""
+    with atomic_outputs() as staged:
+        yield staged.dir(final)
+
+
+@contextmanager
+def atomic_file(final: str | Path, mode: str = "w") -> Iterator[Any]:
+    """Yield a file handle whose content replaces `final` only once it is closed without error."""
+    with atomic_outputs() as staged, staged.open(final, mode) as handle:
+        yield handle
+
+
+def _json_text(data: Any) -> str:
+    return json.dumps(data, indent=2, ensure_ascii=False, sort_keys=False) + "\n"
 
 
 def write_text(path: str | Path, text: str) -> None:
@@ -82,7 +184,7 @@ def write_text(path: str | Path, text: str) -> None:
 
 
 def write_json(path: str | Path, data: Any) -> None:
-    write_text(path, json.dumps(data, indent=2, ensure_ascii=False, sort_keys=False) + "\n")
+    write_text(path, _json_text(data))
 
 
 def write_jsonl(path: str | Path, rows: Iterable[Any]) -> None:

@@ -8,6 +8,7 @@ model's own answers.
 
 from __future__ import annotations
 
+import codecs
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -16,10 +17,12 @@ from typing import Any
 
 from identity_dpo.atomic import write_jsonl
 from identity_dpo.errors import DataError, SourceError
-from identity_dpo.sources import Source, hub_unreachable, parse_source
+from identity_dpo.sources import Source, check_hub_reachable, hub_unreachable, parse_source
 
 ROLES = {"human": "user", "gpt": "assistant"}
 MAX_TURN_CHARS = 8_000  # far above any identity exchange; a longer turn is a broken row
+MAX_ROW_CHARS = 32_000  # all turns of one row together: a longer row is a broken (or pasted) file
+LOCAL_SUFFIXES = (".jsonl", ".json")  # JSON lines, or one JSON list of rows
 
 Message = dict[str, str]
 
@@ -74,6 +77,9 @@ def row_to_prompt(row: Any, row_id: str) -> Prompt:
         if len(value) > MAX_TURN_CHARS:
             raise DataError(f"{where}: 'value' has {len(value)} characters (at most {MAX_TURN_CHARS})")
         messages.append({"role": ROLES[turn["from"]], "content": value.strip()})
+    total = sum(len(m["content"]) for m in messages)
+    if total > MAX_ROW_CHARS:
+        raise DataError(f"the turns have {total} characters together (at most {MAX_ROW_CHARS})")
     last_user = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=None)
     if last_user is None:
         raise DataError("no human turn: the prompt is the last human turn")
@@ -86,9 +92,11 @@ def read_rows(source: Source, split: str) -> Iterator[tuple[str, Any]]:
         yield from _read_hub_rows(source, split)
         return
     path = Path(source.name)
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder, expected a file")
     if not path.is_file():
-        raise DataError(f"{path}: file not found" + (" (it is a folder)" if path.is_dir() else ""))
-    raw = path.read_bytes()
+        raise DataError(f"{path}: file not found")
+    raw = path.read_bytes().removeprefix(codecs.BOM_UTF8)  # some editors start UTF-8 files with a BOM
     if not raw.strip():
         raise DataError(f"{path}: file is empty")
     if path.suffix == ".json":
@@ -120,6 +128,7 @@ class _Unreadable:
 
 
 def _read_hub_rows(source: Source, split: str) -> Iterator[tuple[str, Any]]:
+    check_hub_reachable("data.source")  # before the import: datasets reads the offline switch then
     import datasets  # imported here: loading it costs seconds that local sources do not need
 
     try:
@@ -133,11 +142,31 @@ def _read_hub_rows(source: Source, split: str) -> Iterator[tuple[str, Any]]:
 
 
 def load_prompts(spec: str, split: str, on_bad_row: str) -> tuple[list[Prompt], DataReport]:
-    """Load and check every row; skip (and count) or refuse malformed rows as `on_bad_row` says."""
+    """Load and check every row; skip (and count) or refuse malformed rows as `on_bad_row` says.
+
+    Every error names the param (data.source), the file and, for a row, its line and what is wrong.
+    """
     source = parse_source(spec, "data.source", allowed=("hf", "local"))
+    suffix = Path(source.name).suffix.lower()
+    if source.kind == "local" and not Path(source.name).is_dir() and suffix not in LOCAL_SUFFIXES:
+        raise DataError(
+            f"data.source: {source.name}: expected a {' or '.join(LOCAL_SUFFIXES)} file in the mrfakename/identity "
+            f"schema, got {suffix or 'a name without a suffix'}"
+        )
+    try:
+        prompts, report = _check_rows(read_rows(source, split), on_bad_row)
+    except DataError as exc:
+        raise DataError(f"data.source: {exc}") from None
+    if not prompts:
+        first = f"; the first: {report.problems[0]}" if report.problems else ""
+        raise DataError(f"data.source: {spec}: no usable rows ({report.rows} read, {report.skipped} malformed){first}")
+    return prompts, report
+
+
+def _check_rows(rows: Iterable[tuple[str, Any]], on_bad_row: str) -> tuple[list[Prompt], DataReport]:
     report = DataReport()
     prompts: list[Prompt] = []
-    for index, (where, row) in enumerate(read_rows(source, split)):
+    for index, (where, row) in enumerate(rows):
         report.rows += 1
         try:
             if isinstance(row, _Unreadable):
@@ -153,8 +182,6 @@ def load_prompts(spec: str, split: str, on_bad_row: str) -> tuple[list[Prompt], 
         prompts.append(prompt)
         report.multi_turn += len(prompt.messages) > 1
     report.used = len(prompts)
-    if not prompts:
-        raise DataError(f"{spec}: no usable rows ({report.rows} read, {report.skipped} malformed)")
     return prompts, report
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from identity_dpo.errors import SourceError
-from identity_dpo.sources import Source, hub_unreachable, parse_source
+from identity_dpo.sources import Source, check_hub_reachable, hub_unreachable, parse_source
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -38,7 +38,7 @@ def fetch_model(spec: str, out_dir: Path, dtype: str = "float32") -> Source:
         model, tokenizer = _load_from_hub(source)
     else:
         check_model_folder(Path(source.name), "model.source")
-        model, tokenizer = load_model(source.name)
+        model, tokenizer = load_model(source.name, "model.source")
     if tokenizer.chat_template is None:
         raise SourceError(f"model.source: {source} has no chat template; an instruct (chat) model is needed")
     model = model.to(_torch_dtype(dtype))
@@ -70,18 +70,42 @@ def check_model_folder(folder: Path, key: str) -> None:
         raise SourceError(f"{key}: {folder} has no chat template (chat_template.jinja or tokenizer_config.json)")
 
 
-def load_model(folder: str | Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load a local model folder for generation or training: safetensors only, no remote code."""
+def load_model(folder: str | Path, key: str | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a local model folder for generation or training: safetensors only, no remote code.
+
+    `key` names the param the folder comes from; without it the folder is a pipeline output.
+    A folder that cannot be loaded (corrupt weights or config, custom code) is a SourceError.
+    """
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
-    model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=False, use_safetensors=True)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+        model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=False, use_safetensors=True)
+    except (OSError, ValueError, SafetensorError) as exc:
+        if key is not None:
+            raise SourceError(f"{key}: cannot load the model in {folder}: {_load_problem(exc)}") from None
+        raise SourceError(
+            f"{folder}: cannot load the model: {_load_problem(exc)}. It is a pipeline output: "
+            f"`dvc checkout {folder}` restores the committed version, `dvc repro` rebuilds it"
+        ) from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
 
 
+def _load_problem(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    if "trust_remote_code" in text or "custom code" in text:
+        return (
+            "it needs custom code from the model repository, which this pipeline never runs "
+            "(trust_remote_code is always off); use a model whose architecture transformers ships"
+        )
+    return f"{type(exc).__name__}: {text}"
+
+
 def _load_from_hub(source: Source) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    check_hub_reachable("model.source")  # before the import: huggingface_hub reads the offline switch then
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
@@ -91,6 +115,8 @@ def _load_from_hub(source: Source) -> tuple[PreTrainedModel, PreTrainedTokenizer
         )
     except OSError as exc:  # transformers wraps connection and not-found errors in OSError
         raise hub_unreachable(source, "model.source", exc, OFFLINE_MODEL_HINT) from None
+    except ValueError as exc:  # e.g. an architecture that needs the repository's own code
+        raise SourceError(f"model.source: cannot load {source}: {_load_problem(exc)}") from None
     return model, tokenizer
 
 

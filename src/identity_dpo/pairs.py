@@ -54,10 +54,12 @@ class PairBuilder:
         """Turn answers into TRL conversational pairs; count every answer that is not used and why."""
         counts: Counter[str] = Counter(dict.fromkeys(_COUNT_KEYS, 0))  # stable keys for `dvc metrics diff`
         pairs = []
+        first_failure = ""
         for prompt, answer in zip(prompts, answers, strict=True):
             counts["prompts"] += 1
             if not answer.ok:
                 counts["dropped_failed_generation"] += 1
+                first_failure = first_failure or f"{prompt.id}: {answer.error or 'an empty answer'}"
                 continue
             rejected = answer.text
             if not answer.finished:
@@ -84,12 +86,24 @@ class PairBuilder:
             )
         counts["pairs"] = len(pairs)
         if not pairs:
-            raise DataError(
-                f"no usable pairs from {counts['prompts']} prompts: "
-                f"{counts['dropped_failed_generation']} generations failed, "
-                f"{counts['dropped_at_token_cap']} were cut off by pairs.max_new_tokens "
-                f"(pairs.on_token_cap: {self.on_token_cap}), "
-                f"{counts['dropped_identical']} rewrites left the answer unchanged "
-                "(check identity.old_names and identity.rewrite)"
-            )
+            raise DataError(self._no_pairs_message(counts, first_failure))
         return pairs, dict(sorted(counts.items()))
+
+    def _no_pairs_message(self, counts: Counter[str], first_failure: str) -> str:
+        """Why every answer was dropped, and what to change for the commonest reason."""
+        failed, capped, same = (
+            counts["dropped_failed_generation"], counts["dropped_at_token_cap"], counts["dropped_identical"]
+        )  # fmt: skip
+        _, hint = max(
+            (failed, "the base model (models/base) produced no usable answer: check model.source"),
+            (capped, "raise pairs.max_new_tokens, or set pairs.on_token_cap: keep"),
+            (same, "check identity.old_names, or use identity.rewrite: self_description or introduction"),
+            key=lambda item: item[0],
+        )
+        return (
+            f"no usable pairs from {counts['prompts']} prompts: "
+            f"{failed} generations failed or were empty" + (f" (first: {first_failure})" if first_failure else "") + ", "
+            f"{capped} were cut off by pairs.max_new_tokens (pairs.on_token_cap: {self.on_token_cap}), "
+            f"{same} rewrites left the answer unchanged (check identity.old_names and identity.rewrite). "
+            f"Nothing to train on; {hint}"
+        )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import types
 import typing
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
@@ -27,6 +27,11 @@ LossType = Literal[
     "aot", "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm",
 ]  # fmt: skip
 Dtype = Literal["float32", "bfloat16", "float16"]
+# auto: bf16 mixed precision on a GPU that supports it, else fp32 (a CPU emulates bf16, measured 24x slower).
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+# none trains in the stage's own process; the others are configs/accelerate/<profile>.yaml.
+LaunchProfile = Literal["none", "cpu_ddp", "ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3"]
+SHARDED_PROFILES = ("fsdp", "deepspeed_zero3")  # each process holds only a shard of the weights
 
 
 @dataclass(frozen=True)
@@ -81,6 +86,44 @@ class PairsParams:
 
 
 @dataclass(frozen=True)
+class LoraParams:
+    """LoRA adapters (PEFT) instead of full fine-tuning; the saved model has them merged in."""
+
+    enabled: bool = False
+    rank: int = 16
+    alpha: float = 32.0  # the adapter update is scaled by alpha / rank
+    target_modules: list[str] = field(default_factory=lambda: ["all-linear"])  # module names, or all-linear
+
+    def check(self, key: str) -> None:
+        _require(self.rank >= 1, f"{key}.rank", "an integer >= 1")
+        _require(self.alpha > 0, f"{key}.alpha", "a number > 0")
+        _require(bool(self.target_modules), f"{key}.target_modules", "at least one module name, or [all-linear]")
+        for i, name in enumerate(self.target_modules):
+            _require(bool(name.strip()), f"{key}.target_modules[{i}]", "a non-empty module name")
+        _require(
+            "all-linear" not in self.target_modules or len(self.target_modules) == 1,
+            f"{key}.target_modules",
+            "either [all-linear] alone or a list of module names",
+        )
+
+
+@dataclass(frozen=True)
+class LaunchParams:
+    """How many processes train, and under which accelerate config (configs/accelerate/<profile>.yaml)."""
+
+    profile: LaunchProfile = "none"
+    processes: int = 1  # one per GPU (or per CPU process for cpu_ddp)
+
+    def check(self, key: str) -> None:
+        _require(self.processes >= 1, f"{key}.processes", "an integer >= 1")
+        _require(
+            self.profile != "none" or self.processes == 1,
+            f"{key}.processes",
+            f"1 with {key}.profile none (pick a profile from configs/accelerate/ to run {self.processes} processes)",
+        )
+
+
+@dataclass(frozen=True)
 class TrainParams:
     beta: float
     learning_rate: float
@@ -94,6 +137,13 @@ class TrainParams:
     precompute_ref_log_probs: bool = True
     warmup_ratio: float = 0.0
     logging_steps: int = 1
+    precision: Precision = "auto"
+    lora: LoraParams = field(default_factory=LoraParams)
+    launch: LaunchParams = field(default_factory=LaunchParams)
+    # Save a checkpoint every checkpoint_steps optimizer steps to checkpoints/train/ (never a DVC output) and,
+    # when the stage runs again after an interruption, continue from the last one.
+    resume: bool = False
+    checkpoint_steps: int = 50
 
     def check(self, key: str) -> None:
         _require(self.beta > 0, f"{key}.beta", "a number > 0")
@@ -111,6 +161,13 @@ class TrainParams:
         _require(all(w >= 0 for w in self.loss_weights), f"{key}.loss_weights", "weights >= 0")
         _require(0 <= self.warmup_ratio < 1, f"{key}.warmup_ratio", "a number in [0, 1)")
         _require(self.logging_steps >= 1, f"{key}.logging_steps", "an integer >= 1")
+        _require(self.checkpoint_steps >= 1, f"{key}.checkpoint_steps", "an integer >= 1")
+        _require(
+            not (self.lora.enabled and self.launch.profile in SHARDED_PROFILES),
+            f"{key}.lora.enabled",
+            f"false with the sharded profile {self.launch.profile} (merging LoRA needs whole weights in one process: "
+            "use ddp or deepspeed_zero2, or full fine-tuning)",
+        )
 
 
 @dataclass(frozen=True)
@@ -176,10 +233,10 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
             hint = f" (did you mean {_join(prefix, guess[0])!r}?)" if guess else ""
             raise ParamsError(f"{_join(prefix, str(key))}: unknown key{hint}; known keys: {', '.join(known)}")
     values: dict[str, Any] = {}
-    for name, field in known.items():
+    for name, spec in known.items():
         key = _join(prefix, name)
         if name not in raw:
-            if field.default is MISSING:
+            if spec.default is MISSING and spec.default_factory is MISSING:
                 raise ParamsError(f"{key}: missing (expected {_expected(hints[name])})")
             continue
         values[name] = _convert(hints[name], raw[name], key)

@@ -24,7 +24,8 @@ def run_stage(name: str, main: Callable[[Params], None]) -> None:
         params = load_params(PARAMS_FILE)  # every section, before any model is loaded
         main(params)
     except PipelineError as exc:
-        print(f"{name}: error: {exc}", file=sys.stderr)
+        # One line, whatever the message quotes (a YAML parser's excerpt, a library's multi-line error).
+        print(f"{name}: error: {' '.join(str(exc).split())}", file=sys.stderr)
         raise SystemExit(2) from None
     # From process start, so the seconds include interpreter start-up and library imports.
     seconds = time.time() - psutil.Process().create_time()

@@ -1,36 +1,75 @@
-"""DPO training with TRL, logged to DVCLive, saving final weights only (safetensors)."""
+"""DPO training with TRL, logged to DVCLive, saving final weights only (safetensors).
+
+By default one process trains (the stage's own). `train.launch` runs the same training in several
+processes under `accelerate launch` (DDP, FSDP or DeepSpeed, configs/accelerate/<profile>.yaml),
+where only rank 0 writes outputs. `train.lora` trains LoRA adapters and saves them merged into a
+plain model folder. `train.resume` saves checkpoints outside the DVC outputs and continues from the
+last one after an interruption.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import importlib.util
+import json
 import math
+import os
+import shutil
+import subprocess
+import sys
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import yaml
 from transformers import TrainerCallback
 
-from identity_dpo.errors import ParamsError
+from identity_dpo.errors import ParamsError, PipelineError
 from identity_dpo.generation import render_prompt
-from identity_dpo.params import TrainParams
+from identity_dpo.params import LoraParams, TrainParams
 
 # Logged every step and plotted by dvc.yaml; the rest of TRL's log goes to the same folder.
 CURVES = ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies")
 # Wall-clock figures differ between identical runs; they go to the timing log, not the metrics.
 _NOT_METRICS = ("runtime", "per_second", "total_flos", "num_tokens")
 
+# Set in the environment of the processes `accelerate launch` starts; its value is the scratch folder they share.
+WORKER_ENV = "IDENTITY_DPO_TRAIN_WORKER"
+_MIXED_PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}  # our precision -> accelerate's flag
+
 # TRL's config still sets the renamed `gradient_checkpointing` field; the warning is not ours to fix.
 warnings.filterwarnings("ignore", message=".*gradient_checkpointing.* is deprecated", category=FutureWarning)
 
 
-def dpo_config(params: TrainParams, scratch_dir: Path, num_pairs: int) -> Any:
-    """TRL's DPOConfig from our params, with CPU-safe precision (TRL defaults to bf16 + checkpointing)."""
+def resolve_precision(params: TrainParams) -> str:
+    """fp32, bf16 or fp16; `auto` is bf16 on a GPU that has it, else fp32."""
     import torch
+
+    if params.precision != "auto":
+        return params.precision
+    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+
+
+def dpo_config(params: TrainParams, scratch_dir: Path, num_pairs: int, checkpoint_dir: Path | None = None) -> Any:
+    """TRL's DPOConfig from our params, with CPU-safe precision (TRL defaults to bf16 + checkpointing)."""
     from trl import DPOConfig
 
-    on_gpu = torch.cuda.is_available()
-    steps_per_epoch = math.ceil(num_pairs / (params.batch_size * params.grad_accum))
+    precision = resolve_precision(params)
+    pairs_per_step = params.batch_size * params.grad_accum * params.launch.processes
+    steps_per_epoch = math.ceil(num_pairs / pairs_per_step)
+    if checkpoint_dir is None:
+        saving: dict[str, Any] = {"output_dir": str(scratch_dir), "save_strategy": "no"}
+    else:  # full checkpoints (weights, optimizer, scheduler, RNG), the last two kept
+        saving = {
+            "output_dir": str(checkpoint_dir),
+            "save_strategy": "steps",
+            "save_steps": params.checkpoint_steps,
+            "save_total_limit": 2,
+        }
     return DPOConfig(
-        output_dir=str(scratch_dir),
+        **saving,
         beta=params.beta,
         learning_rate=params.learning_rate,
         num_train_epochs=params.epochs,
@@ -45,14 +84,31 @@ def dpo_config(params: TrainParams, scratch_dir: Path, num_pairs: int) -> Any:
         seed=params.seed,
         data_seed=params.seed,
         # Without native bf16 a CPU emulates it (measured 24x slower); checkpointing only trades time for memory.
-        bf16=on_gpu and torch.cuda.is_bf16_supported(),
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
         gradient_checkpointing=False,
+        ddp_find_unused_parameters=False,  # every parameter gets a gradient; True costs an extra graph walk
         logging_steps=params.logging_steps,
-        save_strategy="no",
         report_to="none",
         disable_tqdm=True,
         dataloader_num_workers=0,
         trust_remote_code=False,
+    )
+
+
+def lora_config(params: LoraParams) -> Any:
+    """PEFT's LoraConfig, or None for full fine-tuning."""
+    if not params.enabled:
+        return None
+    from peft import LoraConfig
+
+    targets = params.target_modules
+    return LoraConfig(
+        r=params.rank,
+        lora_alpha=params.alpha,
+        target_modules="all-linear" if targets == ["all-linear"] else list(targets),
+        lora_dropout=0.0,  # TRL turns dropout off in the model anyway (disable_dropout)
+        task_type="CAUSAL_LM",
     )
 
 
@@ -73,6 +129,71 @@ def check_prompt_lengths(tokenizer: Any, pairs: list[dict[str, Any]], max_length
         )
 
 
+def check_training_inputs(params: TrainParams, model_dir: Path, pairs: list[dict[str, Any]]) -> None:
+    """The train params that depend on the data, the hardware or the architecture, checked before any weights load.
+
+    Prompt lengths need only the tokenizer; LoRA target modules are looked up in the model's architecture
+    built without weights (on the meta device).
+    """
+    check_prompt_lengths(_load_tokenizer(model_dir), pairs, params.max_length)
+    _check_precision(params)
+    if params.lora.enabled:
+        _check_lora_targets(params.lora, model_dir)
+
+
+def check_launch(params: TrainParams, configs_dir: Path) -> None:
+    """A launch profile's config file, package and hardware exist (before anything is launched)."""
+    profile, processes = params.launch.profile, params.launch.processes
+    if profile == "none":
+        return
+    config = launch_config(params, configs_dir)
+    if profile.startswith("deepspeed") and importlib.util.find_spec("deepspeed") is None:
+        raise ParamsError(
+            f"train.launch.profile: {profile} needs the deepspeed package, which is not installed "
+            "(pip install deepspeed, on a machine with CUDA)"
+        )
+    if not config.get("use_cpu", False):
+        import torch
+
+        gpus = torch.cuda.device_count()
+        if gpus < processes:
+            raise ParamsError(
+                f"train.launch.processes: {processes} processes of profile {profile} need {processes} CUDA GPUs, "
+                f"found {gpus}" + ("; on a CPU use profile cpu_ddp" if gpus == 0 else "")
+            )
+
+
+def launch_config(params: TrainParams, configs_dir: Path) -> dict[str, Any]:
+    path = configs_dir / f"{params.launch.profile}.yaml"
+    if not path.is_file():
+        raise ParamsError(f"train.launch.profile: {path} not found (one accelerate config file per profile)")
+    return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+
+
+def launch_command(params: TrainParams, script: Path, configs_dir: Path) -> list[str]:
+    """`accelerate launch` of `script` with the profile's config; processes and precision come from params."""
+    return [
+        sys.executable, "-m", "accelerate.commands.launch",
+        "--config_file", str(configs_dir / f"{params.launch.profile}.yaml"),
+        "--num_processes", str(params.launch.processes),
+        "--mixed_precision", _MIXED_PRECISION[resolve_precision(params)],
+        str(script),
+    ]  # fmt: skip
+
+
+def run_launched(params: TrainParams, script: Path, configs_dir: Path, scratch_dir: Path) -> None:
+    """Run `script` in `train.launch.processes` processes; they find WORKER_ENV set to the shared scratch folder."""
+    env = {**os.environ, WORKER_ENV: str(scratch_dir)}
+    if launch_config(params, configs_dir).get("use_cpu", False):
+        env["ACCELERATE_USE_CPU"] = "true"  # accelerate's torchrun path does not pass use_cpu on by itself
+    result = subprocess.run(launch_command(params, script, configs_dir), env=env, check=False)
+    if result.returncode != 0:
+        raise PipelineError(
+            f"training in {params.launch.processes} processes ({params.launch.profile}) failed with exit code "
+            f"{result.returncode}; the processes' own messages are above"
+        )
+
+
 def train_dpo(
     model_dir: Path,
     pairs: list[dict[str, Any]],
@@ -80,12 +201,16 @@ def train_dpo(
     out_dir: Path,
     curves_dir: Path,
     scratch_dir: Path,
+    *,
+    checkpoint_dir: Path | None = None,
+    callbacks: Sequence[TrainerCallback] = (),
 ) -> dict[str, float]:
     """Train on `pairs`, write the final model to `out_dir` and the curves to `curves_dir`.
 
-    Returns the final training summary (loss and reward statistics of the last logged step).
+    Call check_training_inputs first. Under `accelerate launch` every process calls this; only the main one
+    writes `out_dir` and `curves_dir`. With `checkpoint_dir`, checkpoints go there and training continues from
+    the last complete one. Returns the final training summary (loss and rewards of the last logged step).
     """
-    from datasets import Dataset
     from transformers import set_seed
     from trl import DPOTrainer
 
@@ -93,24 +218,170 @@ def train_dpo(
 
     set_seed(params.seed)
     model, tokenizer = load_model(model_dir)
-    check_prompt_lengths(tokenizer, pairs, params.max_length)
-    dataset = Dataset.from_list([{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in pairs])
+    args = dpo_config(params, scratch_dir, len(pairs), checkpoint_dir)
+    start = weights_checksum(model) if args.world_size > 1 else None
     logger = DVCLiveCurves(curves_dir)
     trainer = DPOTrainer(
         model=model,
         ref_model=None,  # TRL reloads the reference from model_dir, a local folder, or precomputes it
-        args=dpo_config(params, scratch_dir, len(pairs)),
-        train_dataset=dataset,
+        args=args,
+        train_dataset=_dataset(pairs, args, scratch_dir),
         processing_class=tokenizer,
-        callbacks=[logger],
+        callbacks=[logger, *callbacks],
+        peft_config=lora_config(params.lora),
     )
-    trainer.train()
+    resume_from = last_checkpoint(checkpoint_dir) if checkpoint_dir is not None else None
+    if resume_from is not None and trainer.accelerator.is_main_process:
+        print(f"train: resuming from {resume_from}", file=sys.stderr)
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from is not None else None)
     logger.close()
-    # Saved by hand: Trainer.save_model also pickles its arguments (training_args.bin) next to the weights.
-    final = trainer.accelerator.unwrap_model(trainer.model)
-    final.save_pretrained(out_dir, safe_serialization=True)
-    tokenizer.save_pretrained(out_dir)
+    if start is not None:
+        print(rank_report(trainer, start), file=sys.stderr, flush=True)
+    save_final_model(trainer, tokenizer, out_dir, merge_lora=params.lora.enabled)
     return logger.summary
+
+
+def _dataset(pairs: list[dict[str, Any]], args: Any, scratch_dir: Path) -> Any:
+    from datasets import Dataset, load_from_disk
+
+    rows = [{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in pairs]
+    if args.world_size == 1:
+        return Dataset.from_list(rows)
+    # Several processes: TRL caches the precomputed reference log-probs next to the data set's files and the other
+    # ranks read rank 0's cache, so the data set lives in the scratch folder they share (in memory, each process
+    # would look in a temporary folder of its own). Rank 0 writes it; the others wait, then read it.
+    folder = scratch_dir / "pairs-dataset"
+    with args.main_process_first(local=False, desc="writing the pairs data set"):
+        if not folder.exists():
+            Dataset.from_list(rows).save_to_disk(str(folder))
+        return load_from_disk(str(folder))
+
+
+def save_final_model(trainer: Any, tokenizer: Any, out_dir: Path, *, merge_lora: bool) -> None:
+    """The final weights as a plain safetensors folder, written by the main process only.
+
+    Saved by hand: Trainer.save_model also pickles its arguments (training_args.bin) next to the weights.
+    FSDP and ZeRO-3 shard the weights, so every process takes part in gathering them first; LoRA adapters
+    are merged into the weights, so the folder loads without PEFT.
+    """
+    from accelerate.utils import DistributedType
+
+    accelerator = trainer.accelerator
+    sharded = accelerator.distributed_type == DistributedType.FSDP or (
+        accelerator.distributed_type == DistributedType.DEEPSPEED and accelerator.state.deepspeed_plugin.zero_stage == 3
+    )
+    state_dict = accelerator.get_state_dict(trainer.model) if sharded else None  # collective: every rank calls it
+    if accelerator.is_main_process:
+        final = accelerator.unwrap_model(trainer.model)
+        if merge_lora:
+            final = final.merge_and_unload()
+        final.save_pretrained(out_dir, state_dict=state_dict, safe_serialization=True)
+        tokenizer.save_pretrained(out_dir)
+    accelerator.wait_for_everyone()  # rank 0 moves the outputs into place only after every rank is done
+
+
+def weights_checksum(model: Any) -> str:
+    """Sum of all weights: equal on every rank after DDP steps (each rank saw other pairs), different from the start."""
+    try:
+        return f"{sum(float(p.detach().double().sum()) for p in model.parameters()):.12e}"
+    except (RuntimeError, TypeError):  # sharded parameters (DTensor) have no whole local value
+        return "n/a (sharded)"
+
+
+def rank_report(trainer: Any, start: str) -> str:
+    """One line per process: its rank, the steps it took, and its weights' checksum before and after."""
+    accelerator = trainer.accelerator
+    return (
+        f"train: rank {accelerator.process_index} of {accelerator.num_processes} "
+        f"({accelerator.distributed_type.value}): {trainer.state.global_step} optimizer steps, weights checksum "
+        f"{start} -> {weights_checksum(accelerator.unwrap_model(trainer.model))}"
+    )
+
+
+# --- checkpoints for resuming (train.resume) ---------------------------------------------------------------
+
+
+def run_fingerprint(params: TrainParams, pairs: list[dict[str, Any]], model_dir: Path) -> str:
+    """What a checkpoint must match to be resumed: the train params (but resume settings), pairs and base model."""
+    settings = dataclasses.asdict(params)
+    for key in ("resume", "checkpoint_steps"):
+        settings.pop(key)
+    digest = hashlib.sha256(json.dumps([settings, pairs], sort_keys=True).encode())
+    for path in sorted(p for p in model_dir.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(model_dir)).encode())
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def prepare_checkpoints(folder: Path, fingerprint: str) -> Path | None:
+    """Make `folder` hold checkpoints of this run only; return the one to resume from, if any.
+
+    Checkpoints of a run with other params, pairs or base model are removed: resuming them would train
+    something else than params.yaml says.
+    """
+    stamp = folder / "run.json"
+    if folder.exists():
+        recorded = json.loads(stamp.read_text(encoding="utf-8")).get("fingerprint") if stamp.is_file() else None
+        if recorded != fingerprint:
+            print(f"train: {folder} holds checkpoints of a different run; starting from step 0", file=sys.stderr)
+            shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(json.dumps({"fingerprint": fingerprint}) + "\n", encoding="utf-8")
+    return last_checkpoint(folder)
+
+
+def last_checkpoint(folder: Path) -> Path | None:
+    """The highest-step complete checkpoint (the trainer writes trainer_state.json last)."""
+    done = [
+        path
+        for path in folder.glob("checkpoint-*")
+        if path.name.removeprefix("checkpoint-").isdigit() and (path / "trainer_state.json").is_file()
+    ]
+    return max(done, key=lambda path: int(path.name.removeprefix("checkpoint-")), default=None)
+
+
+# --- checks that need the tokenizer, the architecture or the hardware ---------------------------------------
+
+
+def _load_tokenizer(model_dir: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)
+
+
+def _check_precision(params: TrainParams) -> None:
+    import torch
+
+    if params.precision == "bf16" and not (torch.cuda.is_available() and torch.cuda.is_bf16_supported()):
+        raise ParamsError(
+            "train.precision: bf16 needs a CUDA GPU with bf16 support (a CPU emulates it, measured 24x slower); "
+            "use auto or fp32"
+        )
+    if params.precision == "fp16" and not torch.cuda.is_available():
+        raise ParamsError("train.precision: fp16 needs a CUDA GPU; use auto or fp32")
+
+
+def _check_lora_targets(params: LoraParams, model_dir: Path) -> None:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    if importlib.util.find_spec("peft") is None:
+        raise ParamsError("train.lora.enabled: LoRA needs the peft package (pip install -r requirements.txt)")
+    if params.target_modules == ["all-linear"]:
+        return
+    config = AutoConfig.from_pretrained(model_dir, trust_remote_code=False)
+    with torch.device("meta"):  # the architecture only: no memory, no weights read
+        skeleton = AutoModelForCausalLM.from_config(config, trust_remote_code=False)
+    names = [name for name, _ in skeleton.named_modules()]
+    linear = sorted({name.rsplit(".", 1)[-1] for name, m in skeleton.named_modules() if isinstance(m, torch.nn.Linear)})
+    for i, target in enumerate(params.target_modules):
+        if not any(name == target or name.endswith(f".{target}") for name in names):
+            raise ParamsError(
+                f"train.lora.target_modules[{i}]: no module {target!r} in {type(skeleton).__name__}; "
+                f"its linear layers are {', '.join(linear)} (or use [all-linear])"
+            )
 
 
 class DVCLiveCurves(TrainerCallback):
@@ -125,6 +396,12 @@ class DVCLiveCurves(TrainerCallback):
 
         self.live = Live(dir=str(curves_dir), dvcyaml=None, save_dvc_exp=False, report=None)
         self.summary: dict[str, float] = {}
+
+    def on_train_begin(self, args, state, control, **kwargs) -> None:  # noqa: ANN001, ANN003
+        # Resumed from a checkpoint: its log history holds the steps before the interruption. Replaying them
+        # makes the curves cover the whole run, numbered as if it had not been interrupted.
+        for logs in state.log_history:
+            self.on_log(args, state, control, logs={k: v for k, v in logs.items() if k != "step"})
 
     def on_log(self, args, state, control, logs=None, **kwargs) -> None:  # noqa: ANN001, ANN003
         if not state.is_world_process_zero or not logs:

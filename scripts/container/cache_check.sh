@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Show, with the runtime image ($IMAGE, built by build.sh), that `dvc repro` in a container is
+# incremental across containers, in the two ways the README documents, on a tiny model (seconds):
+#  1. volume: the image's own copy of the project, the DVC cache on a named volume at
+#     /workspace/.dvc/cache. Two fresh containers: the first runs every stage, the second runs
+#     none (DVC's run cache, kept in the volume, restores every stage's outputs).
+#  2. mount: a git checkout bind-mounted at /workspace, run as a host uid that is not the image's
+#     (--user 4242:4242). The first container runs every stage; a second finds everything up to
+#     date; outputs and cache (.dvc/cache) are on the host, owned by that uid.
+# Offline (--network none). Writes $CONTAINER_WORK/cache-check.env for ci.sh.
+#   scripts/container/cache_check.sh
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+# shellcheck source=scripts/container/env.sh
+. "$repo/scripts/container/env.sh"
+
+if ! podman image exists "$IMAGE"; then
+    echo "no image $IMAGE: run scripts/container/build.sh first" >&2
+    exit 1
+fi
+work="$CONTAINER_WORK/cache-check"
+volume=identity-dpo-cache-check
+logs="$work/logs"
+cleanup() {
+    podman volume rm -f "$volume" >/dev/null 2>&1 || true
+    rm -rf "$work/project"
+}
+trap cleanup EXIT
+rm -rf "$work"
+mkdir -p "$logs"
+
+STAGES="fetch_data fetch_model make_pairs train evaluate"
+ran() { grep -c "^Running stage" "$1" || true; }
+restored() { grep -c "is cached - skipping run" "$1" || true; }
+fail() { echo "cache_check: FAIL: $*" >&2; exit 1; }
+# podman run ... sh -c SCRIPT, output to a log; prints the seconds it took.
+timed_run() {
+    local log=$1 t0 rc=0
+    shift
+    t0=$(date +%s)
+    podman run --rm --network none -e HF_HUB_OFFLINE=1 -e HF_DATASETS_OFFLINE=1 "$@" >"$log" 2>&1 || rc=$?
+    if [ "$rc" -ne 0 ]; then
+        tail -30 "$log" >&2
+        fail "container exited $rc (log: $log)"
+    fi
+    echo $(( $(date +%s) - t0 ))
+}
+
+echo "== 1. image's copy of the project, DVC cache on the named volume $volume"
+podman volume rm -f "$volume" >/dev/null 2>&1 || true
+podman volume create "$volume" >/dev/null
+tiny='python scripts/container/tiny_params.py && dvc repro'
+v1=$(timed_run "$logs/volume-1.log" -v "$volume:/workspace/.dvc/cache" "$IMAGE" sh -ec "$tiny")
+v1_ran=$(ran "$logs/volume-1.log")
+echo "container 1: ran $v1_ran stages in $v1 s"
+[ "$v1_ran" -eq 5 ] || { cat "$logs/volume-1.log"; fail "the first container ran $v1_ran of 5 stages"; }
+v2=$(timed_run "$logs/volume-2.log" -v "$volume:/workspace/.dvc/cache" "$IMAGE" sh -ec "$tiny")
+v2_ran=$(ran "$logs/volume-2.log")
+v2_restored=$(restored "$logs/volume-2.log")
+echo "container 2: ran $v2_ran stages, restored $v2_restored from the cache, in $v2 s"
+grep -E "^(Running stage|Stage '.*' is cached)" "$logs/volume-2.log" | sed 's/^/    /'
+[ "$v2_ran" -eq 0 ] || { cat "$logs/volume-2.log"; fail "the second container reran $v2_ran stages"; }
+[ "$v2_restored" -eq 5 ] || { cat "$logs/volume-2.log"; fail "the second container restored $v2_restored of 5 stages"; }
+
+echo "== 2. git checkout bind-mounted at /workspace, run as uid 4242"
+project="$work/project"
+mkdir -p "$project"
+# The repository's files as git sees them (tracked and new, not ignored), as a fresh checkout.
+git -C "$repo" ls-files -z --cached --others --exclude-standard \
+    | (cd "$repo" && xargs -0 sh -c 'for f; do [ -e "$f" ] && printf "%s\0" "$f"; done' sh) \
+    | tar -C "$repo" --null -T - -cf - | tar -C "$project" -xf -
+git -C "$project" init -q
+git -C "$project" add -A
+git -C "$project" -c user.name=check -c user.email=check@example.com commit -qm checkout
+chown -R 4242:4242 "$project"
+mount=(--user 4242:4242 -v "$project:/workspace")
+m1=$(timed_run "$logs/mount-1.log" "${mount[@]}" "$IMAGE" sh -ec "$tiny")
+m1_ran=$(ran "$logs/mount-1.log")
+echo "container 1: ran $m1_ran stages in $m1 s"
+[ "$m1_ran" -eq 5 ] || { cat "$logs/mount-1.log"; fail "the first container ran $m1_ran of 5 stages"; }
+m2=$(timed_run "$logs/mount-2.log" "${mount[@]}" "$IMAGE" dvc repro)
+m2_ran=$(ran "$logs/mount-2.log")
+echo "container 2: ran $m2_ran stages in $m2 s: $(tail -1 "$logs/mount-2.log")"
+[ "$m2_ran" -eq 0 ] || { cat "$logs/mount-2.log"; fail "the second container reran $m2_ran stages"; }
+grep -q "up to date" "$logs/mount-2.log" || fail "the second container did not say 'up to date'"
+for out in models/dpo/model.safetensors metrics/eval.json dvc.lock .dvc/cache; do
+    [ -e "$project/$out" ] || fail "$out missing on the host"
+    owner=$(stat -c %u "$project/$out")
+    [ "$owner" = 4242 ] || fail "$out on the host is owned by uid $owner, not 4242"
+done
+echo "outputs and .dvc/cache on the host, owned by uid 4242"
+
+cat > "$CONTAINER_WORK/cache-check.env" <<ENV
+volume_first_seconds=$v1
+volume_first_ran=$v1_ran
+volume_second_seconds=$v2
+volume_second_ran=$v2_ran
+volume_second_restored=$v2_restored
+mount_first_seconds=$m1
+mount_first_ran=$m1_ran
+mount_second_seconds=$m2
+mount_second_ran=$m2_ran
+ENV
+echo "cache check passed (stages: $STAGES)"

@@ -1,0 +1,331 @@
+"""Run the real stage scripts and `dvc repro` in throw-away project copies, observed from outside.
+
+Shared by test_bad_input, test_interruption and test_reproducibility (and scripts/bad_input_catalogue.py):
+- `clean_project`: one fully reproduced tiny-model project per test session (the expensive part), which
+  tests copy with `clone` and never change;
+- `harness_env`: the stage processes run the copy's own `src/` (the code DVC hashes), plus a
+  `sitecustomize` that can report which model files a stage opened and pause a stage right before it
+  moves an output into place, so a test can kill it at exactly that point. The stage code is unchanged;
+  the instrumentation is only on the PYTHONPATH of the processes a test starts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline_copy import ROOT
+from pipeline_copy import env as pipeline_env
+from pipeline_copy import make_copy
+from pipeline_copy import run as pipeline_run
+
+STAGES = ("fetch_data", "fetch_model", "make_pairs", "train", "evaluate")
+# Held-out sets cut to a few rows, so `evaluate` takes seconds; everything else as tests/test_pipeline.py.
+EVAL_QUESTIONS, EVAL_PROMPTS = 8, 4
+# Outputs and everything else a stage could write; .git and DVC's own scratch folder are not ours.
+_NOT_PROJECT = (".git", ".dvc/tmp")
+
+HOOK = r'''
+"""Test instrumentation for stage processes, written by tests/stage_harness.py (never shipped)."""
+import atexit
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+
+def _is_stage():
+    argv0 = (sys.argv[0] if sys.argv else "").replace(os.sep, "/")
+    return argv0.endswith(".py") and "stages/" in argv0
+
+
+if _is_stage() and os.environ.get("IDDPO_PROBE_REPORT"):
+    # Which model files the stage opened (config, tokenizer, weights), and which weights it read.
+    _MODEL_FILES = {"config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+                    "chat_template.jinja", "special_tokens_map.json"}
+    _WEIGHTS = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+    _seen = {"opened": [], "weights": []}
+
+    def _audit(event, args):
+        if event == "open" and isinstance(args[0], (str, bytes, os.PathLike)):
+            path = os.fsdecode(args[0])
+            name = os.path.basename(path)
+            if "site-packages" not in path and (name in _MODEL_FILES or name.endswith(_WEIGHTS)):
+                _seen["opened"].append(os.path.relpath(os.path.abspath(path)))
+
+    sys.addaudithook(_audit)
+    import safetensors  # its reader is Rust (no audit event), so watch it at the Python entry point
+
+    _real_safe_open = safetensors.safe_open
+
+    def safe_open(filename, *args, **kwargs):
+        _seen["weights"].append(os.path.relpath(os.path.abspath(os.fsdecode(filename))))
+        return _real_safe_open(filename, *args, **kwargs)
+
+    safetensors.safe_open = safe_open
+
+    def _write_report():
+        _seen["torch_imported"] = "torch" in sys.modules
+        with open(os.environ["IDDPO_PROBE_REPORT"], "w") as handle:
+            json.dump(_seen, handle)
+
+    atexit.register(_write_report)
+
+_pause_stage = os.environ.get("IDDPO_PAUSE_STAGE", "")
+if _is_stage() and _pause_stage and sys.argv[0].replace(os.sep, "/").endswith(f"stages/{_pause_stage}.py"):
+    # Stop before the n-th move of a finished temporary into its final place, and wait to be killed.
+    import identity_dpo.atomic as _atomic
+
+    _real_move = _atomic._move_into_place
+    _moves = [0]
+
+    def _move_into_place(tmp, final):
+        if not any(part.startswith(".tmp-") for part in Path(final).parts):  # not a file inside a staged folder
+            _moves[0] += 1
+            if _moves[0] == int(os.environ["IDDPO_PAUSE_BEFORE_MOVE"]):
+                marker = os.environ["IDDPO_PAUSE_MARKER"]
+                with open(marker + ".part", "w") as handle:
+                    json.dump({"pid": os.getpid(), "final": str(final), "tmp": str(tmp)}, handle)
+                os.replace(marker + ".part", marker)
+                while True:
+                    time.sleep(60)
+        _real_move(tmp, final)
+
+    _atomic._move_into_place = _move_into_place
+'''
+
+
+def fast_params(tiny_model_dir: Path) -> dict[str, Any]:
+    return {
+        "model": {"source": str(tiny_model_dir)},
+        "pairs": {"max_prompts": 12, "max_new_tokens": 12, "batch_size": 6, "on_token_cap": "keep"},
+        "train": {"batch_size": 4, "max_length": 128},
+        "evaluate": {
+            "identity_questions": "data/eval/few_questions.jsonl",
+            "general_prompts": "data/eval/few_prompts.jsonl",
+            "max_new_tokens": 8,
+            "batch_size": 32,
+        },
+    }
+
+
+def new_project(dest: Path, tiny_model_dir: Path) -> Path:
+    """A fresh git + DVC copy of the pipeline on the tiny model, nothing run yet."""
+    project = make_copy(dest, fast_params(tiny_model_dir))
+    # The repository's .gitignore files: DVC leaves entries that already exist alone, as in a real clone.
+    for name in (".gitignore", "data/.gitignore", "models/.gitignore"):
+        if (ROOT / name).is_file():
+            (project / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, project / name)
+    for name, source, rows in (
+        ("few_questions.jsonl", "identity_questions.jsonl", EVAL_QUESTIONS),
+        ("few_prompts.jsonl", "general_prompts.jsonl", EVAL_PROMPTS),
+    ):
+        lines = (project / "data/eval" / source).read_text(encoding="utf-8").splitlines(keepends=True)
+        (project / "data/eval" / name).write_text("".join(lines[:rows]), encoding="utf-8")
+    git_commit(project, "few held-out rows")
+    return project
+
+
+_CLEAN: dict[str, Path] = {}
+
+
+def clean_project(tmp_path_factory: Any, tiny_model_dir: Path) -> Path:
+    """One project per test session after a complete `dvc repro`, with everything committed to git.
+
+    Read-only for every test: copy it with `clone` before changing anything.
+    """
+    key = str(tiny_model_dir)
+    if key not in _CLEAN:
+        project = new_project(tmp_path_factory.mktemp("clean-run"), tiny_model_dir)
+        dvc(project, "repro")
+        git_commit(project, "clean run")
+        _CLEAN[key] = project
+    return _CLEAN[key]
+
+
+def clone(project: Path, dest: Path) -> Path:
+    """A copy of a whole project (git history, DVC cache, outputs)."""
+    shutil.copytree(project, dest, symlinks=True)
+    return dest
+
+
+def git_commit(project: Path, message: str) -> None:
+    pipeline_run(project, ["git", "add", "-A"])
+    pipeline_run(project, ["git", "-c", "user.name=test", "-c", "user.email=test@example.com",
+                           "commit", "-qm", message, "--allow-empty"])  # fmt: skip
+
+
+# --- processes ---------------------------------------------------------------------------------------------
+
+
+def hook_dir(project: Path) -> Path:
+    """The folder holding the instrumentation (outside the project, so DVC never sees it)."""
+    folder = project.parent / f"{project.name}-hook"
+    if not (folder / "sitecustomize.py").is_file():
+        folder.mkdir(exist_ok=True)
+        (folder / "sitecustomize.py").write_text(HOOK, encoding="utf-8")
+    return folder
+
+
+def harness_env(project: Path, **extra: str) -> dict[str, str]:
+    return {**pipeline_env(), "PYTHONPATH": f"{hook_dir(project)}{os.pathsep}{project / 'src'}", **extra}
+
+
+def dvc_bin() -> str:
+    return str(Path(sys.executable).parent / "dvc")
+
+
+def dvc(project: Path, *args: str, check: bool = True, **extra: str) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([dvc_bin(), *args], cwd=project, env=harness_env(project, **extra),
+                            capture_output=True, text=True, check=False)  # fmt: skip
+    if check and result.returncode != 0:
+        raise AssertionError(f"dvc {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def run_stage(
+    project: Path, stage: str, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """`python stages/<stage>.py` in the project, as `dvc repro` runs it."""
+    return subprocess.run([sys.executable, f"stages/{stage}.py"], cwd=project, env=env or harness_env(project),
+                          capture_output=True, text=True, check=False, timeout=timeout)  # fmt: skip
+
+
+class Running:
+    """A process started in its own session (so the test can kill it, or its whole group)."""
+
+    def __init__(self, project: Path, args: Sequence[str], env: dict[str, str]) -> None:
+        self.log = project.parent / f"{project.name}-{int(time.time() * 1000)}.log"
+        self._log_handle = self.log.open("w")
+        self.proc = subprocess.Popen(list(args), cwd=project, env=env, stdout=self._log_handle,
+                                     stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait(self, timeout: float = 120) -> int:
+        try:
+            return self.proc.wait(timeout=timeout)
+        finally:
+            self._log_handle.close()
+
+    def kill_group(self, sig: int = signal.SIGKILL) -> None:
+        os.killpg(self.proc.pid, sig)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+
+def wait_for(condition: Any, what: str, running: Running | None = None, timeout: float = 180) -> Any:
+    """Poll `condition()` until it returns something truthy; fail if `running` ends first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        if running is not None and not running.alive():
+            raise AssertionError(f"the process ended before {what}:\n{running.output()[-4000:]}")
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+# --- what is on disk ---------------------------------------------------------------------------------------
+
+
+def _files(project: Path, exclude: Iterable[str] = ()) -> Iterable[Path]:
+    skipped = {*_NOT_PROJECT, *exclude}
+    for path in sorted(project.rglob("*")):
+        rel = path.relative_to(project).as_posix()
+        if any(rel == s or rel.startswith(f"{s}/") for s in skipped) or "__pycache__" in path.parts:
+            continue
+        if path.is_file() or path.is_symlink():
+            yield path
+
+
+def snapshot(project: Path, exclude: Iterable[str] = ()) -> dict[str, tuple[int, int, int]]:
+    """Every file (not .git, not DVC's scratch) with inode, size and mtime: any write or replace shows."""
+    out = {}
+    for path in _files(project, exclude):
+        stat = path.lstat()
+        out[path.relative_to(project).as_posix()] = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    return out
+
+
+def contents(project: Path, under: Iterable[str]) -> dict[str, str]:
+    """md5 of every file below the given project paths (byte-identical comparisons)."""
+    out = {}
+    for top in under:
+        root = project / top
+        paths = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
+        for path in paths:
+            out[path.relative_to(project).as_posix()] = hashlib.md5(path.read_bytes()).hexdigest()
+    return out
+
+
+def leftovers(project: Path) -> list[str]:
+    """Temporaries (`.tmp-*`) anywhere in the project but DVC's and git's own folders."""
+    return sorted(
+        p.relative_to(project).as_posix()
+        for p in project.rglob(".tmp-*")
+        if not any(part in (".git", ".dvc") for part in p.relative_to(project).parts)
+    )
+
+
+def cache_objects(project: Path) -> dict[str, str]:
+    """DVC cache objects (relative path -> md5 of the content); DVC names each object by that md5."""
+    root = project / ".dvc/cache/files/md5"
+    if not root.is_dir():
+        return {}
+    return {
+        p.relative_to(root).as_posix(): hashlib.md5(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def corrupt_cache_objects(project: Path) -> list[str]:
+    """Objects whose content does not hash to their name: what a stage writing into a cached file would cause."""
+    bad = []
+    for rel, md5 in cache_objects(project).items():
+        name = rel.replace("/", "").removesuffix(".dir")
+        if name != md5:
+            bad.append(rel)
+    return bad
+
+
+def lock_outs(project: Path) -> dict[str, dict[str, str]]:
+    """stage -> {output path: md5} from dvc.lock ({} if there is none)."""
+    lock = project / "dvc.lock"
+    if not lock.is_file():
+        return {}
+    stages = yaml.safe_load(lock.read_text()).get("stages", {})
+    return {name: {o["path"]: o["md5"] for o in stage.get("outs", [])} for name, stage in stages.items()}
+
+
+def write_params(project: Path, change: dict[str, dict[str, Any]]) -> None:
+    """Merge `change` into the project's params.yaml (a new file, never written in place)."""
+    path = project / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    for section, values in change.items():
+        params[section].update(values)
+    replace_file(path, yaml.safe_dump(params, sort_keys=False).encode())
+
+
+def replace_file(path: Path, data: bytes) -> None:
+    """Write a new file and rename it over `path`: a DVC output may be a hard link into the cache."""
+    tmp = path.with_name(f"{path.name}.new")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)

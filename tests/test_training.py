@@ -1,0 +1,250 @@
+"""Training on the tiny model: checks before loading, LoRA merged into a plain folder, resuming from checkpoints."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from transformers import TrainerCallback
+
+from identity_dpo.errors import ParamsError
+from identity_dpo.params import LaunchParams, TrainParams, params_from_dict
+from identity_dpo.training import (
+    check_launch,
+    check_training_inputs,
+    dpo_config,
+    last_checkpoint,
+    prepare_checkpoints,
+    run_fingerprint,
+    train_dpo,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+PLAIN_MODEL_FILES = [
+    "chat_template.jinja", "config.json", "generation_config.json", "model.safetensors",
+    "tokenizer.json", "tokenizer_config.json",
+]  # fmt: skip
+SYSTEM = {"role": "system", "content": "You're a helpful assistant."}
+
+
+def make_pairs(n: int = 12) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": f"p{i}",
+            "prompt": [SYSTEM, {"role": "user", "content": f"Who are you, question {i}?"}],
+            "chosen": [{"role": "assistant", "content": f"I'm Deep Qwen, an AI assistant. Answer {i}."}],
+            "rejected": [{"role": "assistant", "content": f"I'm SmolLM, made by Hugging Face. Answer {i}."}],
+        }
+        for i in range(n)
+    ]
+
+
+def train_params(default_params: dict[str, Any], **train: Any) -> TrainParams:
+    raw = default_params
+    raw["train"].update({"batch_size": 4, "max_length": 128, **train})
+    return params_from_dict(raw).train
+
+
+def digest(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+def load_stage(name: str) -> Any:
+    spec = importlib.util.spec_from_file_location(f"stage_{name}", ROOT / "stages" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# --- checks before any weights load ------------------------------------------------------------------------
+
+
+def test_defaults_keep_single_process_training(default_params: dict[str, Any], tmp_path: Path) -> None:
+    params = params_from_dict(default_params).train
+    assert params.launch == LaunchParams(profile="none", processes=1)
+    assert params.lora.enabled is False and params.resume is False and params.precision == "auto"
+    config = dpo_config(params, tmp_path, 127)
+    assert config.save_strategy == "no" and config.output_dir == str(tmp_path)
+    assert config.bf16 is False and config.fp16 is False  # this CPU: fp32
+
+
+def test_short_max_length_is_refused_before_the_model_loads(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, default_params: dict[str, Any]
+) -> None:
+    project = tmp_path / "project"
+    shutil.copytree(tiny_model_dir, project / "models/base")
+    (project / "data/pairs").mkdir(parents=True)
+    (project / "data/pairs/pairs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in make_pairs()))
+    monkeypatch.chdir(project)
+    stage = load_stage("train")
+
+    def no_loading(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the model was loaded before the params were checked")
+
+    monkeypatch.setattr("identity_dpo.models.load_model", no_loading)
+    default_params["train"]["max_length"] = 24
+    with pytest.raises(ParamsError, match=r"train\.max_length: expected at least \d+ \(the longest prompt, p\d+"):
+        stage.main(params_from_dict(default_params))
+    assert not (project / "models/dpo").exists()
+
+
+def test_lora_target_modules_are_checked_against_the_architecture(
+    tiny_model_dir: Path, default_params: dict[str, Any]
+) -> None:
+    params = train_params(default_params, lora={"enabled": True, "target_modules": ["q_proj", "qkv"]})
+    with pytest.raises(ParamsError) as error:
+        check_training_inputs(params, tiny_model_dir, make_pairs())
+    message = str(error.value)
+    assert message.startswith("train.lora.target_modules[1]: no module 'qkv' in LlamaForCausalLM")
+    assert "q_proj" in message and "down_proj" in message
+
+
+@pytest.mark.parametrize(
+    ("launch", "precision", "message"),
+    [
+        ({"profile": "ddp", "processes": 2}, "auto", "train.launch.processes: 2 processes of profile ddp need 2 CUDA"),
+        ({"profile": "deepspeed_zero2", "processes": 1}, "auto", "train.launch.profile: deepspeed_zero2 needs the "
+         "deepspeed package"),
+        ({"profile": "none", "processes": 1}, "bf16", "train.precision: bf16 needs a CUDA GPU"),
+    ],
+)  # fmt: skip
+def test_hardware_and_packages_are_checked_before_launching(
+    default_params: dict[str, Any], tiny_model_dir: Path, launch: dict, precision: str, message: str
+) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("checks what a machine without CUDA says")
+    if launch["profile"].startswith("deepspeed") and importlib.util.find_spec("deepspeed") is not None:
+        pytest.skip("deepspeed is installed")
+    params = train_params(default_params, launch=launch, precision=precision)
+    with pytest.raises(ParamsError, match=message):
+        check_training_inputs(params, tiny_model_dir, make_pairs())
+        check_launch(params, ROOT / "configs/accelerate")
+
+
+def test_every_launch_profile_has_an_accelerate_config() -> None:
+    from typing import get_args
+
+    from identity_dpo.params import LaunchProfile
+
+    profiles = {p for p in get_args(LaunchProfile) if p != "none"}
+    assert {p.stem for p in (ROOT / "configs/accelerate").glob("*.yaml")} == profiles
+
+
+# --- LoRA ---------------------------------------------------------------------------------------------------
+
+
+def test_lora_saves_a_merged_plain_model(tiny_model_dir: Path, tmp_path: Path, default_params: dict[str, Any]) -> None:
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    params = train_params(default_params, learning_rate=1e-2, lora={"enabled": True, "rank": 4, "alpha": 8})
+    pairs = make_pairs()
+    check_training_inputs(params, tiny_model_dir, pairs)
+    out = tmp_path / "out"
+    summary = train_dpo(tiny_model_dir, pairs, params, out, tmp_path / "curves", tmp_path / "scratch")
+    assert "loss" in summary
+    assert sorted(p.name for p in out.iterdir()) == PLAIN_MODEL_FILES  # no adapter_config.json, no adapter weights
+    base, trained = load_file(tiny_model_dir / "model.safetensors"), load_file(out / "model.safetensors")
+    assert set(trained) == set(base), "the merged model has the base model's tensors, no lora_A/lora_B"
+    changed = [name for name in base if not (base[name] == trained[name]).all()]
+    assert changed and all(name.endswith("proj.weight") for name in changed)  # all-linear: attention + MLP only
+    model = AutoModelForCausalLM.from_pretrained(out, use_safetensors=True)  # loads without PEFT
+    assert type(model).__name__ == "LlamaForCausalLM"
+
+
+# --- resuming from checkpoints ------------------------------------------------------------------------------
+
+
+class Interrupt(Exception):
+    pass
+
+
+class InterruptAfterSaving(TrainerCallback):
+    """Stops training right after checkpoint `step` is written, as a killed job would."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_save(self, args, state, control, **kwargs) -> None:  # noqa: ANN001, ANN003
+        if state.global_step == self.step:
+            raise Interrupt(f"interrupted after step {state.global_step}")
+
+
+def test_checkpoints_of_another_run_are_not_resumed(tmp_path: Path) -> None:
+    folder = tmp_path / "checkpoints"
+    (folder / "checkpoint-3").mkdir(parents=True)
+    (folder / "checkpoint-3/trainer_state.json").write_text("{}")
+    (folder / "checkpoint-5").mkdir()  # killed while saving: no trainer_state.json
+    (folder / "run.json").write_text(json.dumps({"fingerprint": "a"}))
+    assert prepare_checkpoints(folder, "a") == folder / "checkpoint-3"
+    assert prepare_checkpoints(folder, "b") is None  # other params, pairs or base model: start again
+    assert not (folder / "checkpoint-3").exists()
+
+
+def test_fingerprint_ignores_only_the_resume_settings(default_params: dict[str, Any], tiny_model_dir: Path) -> None:
+    params = train_params(default_params)
+    pairs = make_pairs(4)
+    fingerprint = run_fingerprint(params, pairs, tiny_model_dir)
+    assert run_fingerprint(dataclasses.replace(params, resume=True, checkpoint_steps=7), pairs, tiny_model_dir) == (
+        fingerprint
+    )
+    assert run_fingerprint(dataclasses.replace(params, beta=0.3), pairs, tiny_model_dir) != fingerprint
+    assert run_fingerprint(params, make_pairs(5), tiny_model_dir) != fingerprint
+
+
+def test_interrupted_stage_resumes_from_its_checkpoint(
+    tiny_model_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    default_params: dict[str, Any],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Stage run 1 is killed after step 2 of 3; run 2 resumes there and ends with the uninterrupted run's weights."""
+    pairs = make_pairs()  # 12 pairs, batch 4: 3 steps
+    params = train_params(default_params, resume=True, checkpoint_steps=1)
+    project = tmp_path / "project"
+    shutil.copytree(tiny_model_dir, project / "models/base")
+    (project / "data/pairs").mkdir(parents=True)
+    (project / "data/pairs/pairs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs))
+    monkeypatch.chdir(project)
+    stage = load_stage("train")
+    base = Path("models/base")
+
+    # The uninterrupted run, without checkpoints.
+    reference = tmp_path / "reference"
+    train_dpo(base, pairs, dataclasses.replace(params, resume=False), reference, tmp_path / "ref-curves",
+              tmp_path / "scratch-1")  # fmt: skip
+
+    # Run 1: the stage's checkpoint folder, interrupted after checkpoint-2 was written.
+    checkpoints = Path(stage.CHECKPOINTS)
+    assert prepare_checkpoints(checkpoints, run_fingerprint(params, pairs, base)) is None
+    with pytest.raises(Interrupt):
+        train_dpo(base, pairs, params, tmp_path / "lost", tmp_path / "lost-curves", tmp_path / "scratch-2",
+                  checkpoint_dir=checkpoints, callbacks=[InterruptAfterSaving(2)])  # fmt: skip
+    assert last_checkpoint(checkpoints) == checkpoints / "checkpoint-2"
+
+    # Run 2: the stage itself, as `dvc repro` runs it again.
+    capsys.readouterr()
+    stage.main(params_from_dict({**default_params, "train": dataclasses.asdict(params)}))
+    assert "train: resuming from checkpoints/train/checkpoint-2" in capsys.readouterr().err
+    out = Path(stage.OUT_DIR)
+    assert sorted(p.name for p in out.iterdir()) == PLAIN_MODEL_FILES  # no checkpoint in the output
+    assert not checkpoints.exists(), "checkpoints are removed once the model is in place"
+    assert digest(out)["model.safetensors"] == digest(reference)["model.safetensors"]
+    # The curves cover all 3 steps, numbered as in the uninterrupted run.
+    resumed_loss = (Path(stage.CURVES_DIR) / "plots/metrics/loss.tsv").read_text()
+    assert resumed_loss == (tmp_path / "ref-curves/plots/metrics/loss.tsv").read_text()
+    assert len(resumed_loss.splitlines()) == 1 + 3
+
+
+def test_checkpoint_folder_is_ignored_by_git_and_dvc() -> None:
+    assert "checkpoints/" in (ROOT / ".gitignore").read_text().splitlines()
+    assert "checkpoints/" in (ROOT / ".dvcignore").read_text().splitlines()
