@@ -81,6 +81,9 @@ RUN pip install --no-deps -e . \
  && install -d -o 1000 -g 1000 .dvc .dvc/cache \
  && printf '[core]\n    no_scm = true\n' > .dvc/config.local
 COPY --chown=1000:1000 . .
+# Caches outside HOME: a host uid given with --user has no home in the image.
+ENV HF_HOME=/tmp/huggingface \
+    XDG_CACHE_HOME=/tmp/.cache
 
 # Numeric, so the runtime (e.g. Kubernetes runAsNonRoot) can tell it is not root.
 USER 1000:1000

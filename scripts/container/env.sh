@@ -35,6 +35,11 @@ export CONTAINERS_STORAGE_CONF="$CONTAINER_WORK/storage.conf"
 export CONTAINERS_CONF="$CONTAINER_WORK/containers.conf"
 export BUILDAH_ISOLATION=chroot
 
+# Exits unless image $1 exists, naming the command that makes it ($2).
+require_image() {
+    podman image exists "$1" || { echo "no image $1: run $2 first" >&2; exit 1; }
+}
+
 # Installs the daemonless tools if missing (Debian/Ubuntu host, as root).
 container_tools() {
     local need=() pkg
@@ -53,4 +58,13 @@ pip_find_links() {
     local links
     links=${PIP_FIND_LINKS:-$(pip config get global.find-links 2>/dev/null || true)}
     echo "$links"
+}
+
+# Copies the repository's files as git sees them (tracked and new, not ignored) from $1 to $2, as a
+# fresh checkout would have them (a copy to change or run without touching the working tree).
+checkout_copy() {
+    mkdir -p "$2"
+    git -C "$1" ls-files -z --cached --others --exclude-standard \
+        | (cd "$1" && xargs -0 sh -c 'for f; do [ -e "$f" ] && printf "%s\0" "$f"; done' sh) \
+        | tar -C "$1" --null -T - -cf - | tar -C "$2" -xf -
 }

@@ -9,10 +9,7 @@ repo=$(cd "$(dirname "$0")/../.." && pwd)
 # shellcheck source=scripts/container/env.sh
 . "$repo/scripts/container/env.sh"
 
-if ! podman image exists "$TEST_IMAGE"; then
-    echo "no image $TEST_IMAGE: run scripts/container/build.sh --dev first" >&2
-    exit 1
-fi
+require_image "$TEST_IMAGE" "scripts/container/build.sh --dev"
 [ $# -gt 0 ] || set -- -m "not slow"
 
 podman run --rm --network none "$TEST_IMAGE" sh -ec '
