@@ -13,6 +13,7 @@ from identity_dpo.evaluation import (
     plot_rows,
     report_markdown,
 )
+from identity_dpo.generation import check_backend
 from identity_dpo.models import load_model
 from identity_dpo.params import Params
 from identity_dpo.stage import run_stage
@@ -28,6 +29,7 @@ DRIFT_PLOT = Path("metrics/eval_plots/general_drift.json")
 
 def main(params: Params) -> None:
     cfg = params.evaluate
+    check_backend(cfg.backend, "evaluate.backend")  # before any data or weights load
     questions = _texts(cfg.identity_questions, "question", "evaluate.identity_questions", "a held-out question")
     general = _texts(cfg.general_prompts, "prompt", "evaluate.general_prompts", "a general prompt")
     base, tokenizer = load_model(BASE_MODEL)

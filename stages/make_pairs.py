@@ -8,7 +8,7 @@ from pathlib import Path
 
 from identity_dpo.atomic import atomic_outputs, write_jsonl
 from identity_dpo.data import read_prompts
-from identity_dpo.generation import generate, with_system
+from identity_dpo.generation import check_backend, generate, with_system
 from identity_dpo.models import load_model
 from identity_dpo.pairs import PairBuilder, select_prompts
 from identity_dpo.params import Params
@@ -22,6 +22,7 @@ METRICS = Path("metrics/pairs.json")
 
 
 def main(params: Params) -> None:
+    check_backend(params.pairs.backend, "pairs.backend")  # before any data or weights load
     identity = params.identity
     prompts = select_prompts(read_prompts(PROMPTS), params.pairs.max_prompts, params.pairs.seed)
     model, tokenizer = load_model(BASE_MODEL)
@@ -31,6 +32,7 @@ def main(params: Params) -> None:
         [with_system(p.messages, None) for p in prompts],
         max_new_tokens=params.pairs.max_new_tokens,
         batch_size=params.pairs.batch_size,
+        backend=params.pairs.backend,
     )
     rewriter = IdentityRewriter(tuple(identity.old_names), identity.new_name, identity.rewrite, identity.introduction)
     pairs, counts = PairBuilder(rewriter, identity.system_prompt, params.pairs.on_token_cap).build(prompts, answers)

@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-PIPELINE_FILES = ("dvc.yaml", "params.yaml", "stages", "src", "data/source", "data/eval", ".dvc/config", ".dvc/plots", ".dvcignore", "scripts")
+PIPELINE_FILES = ("dvc.yaml", "params.yaml", "stages", "src", "data/source", "data/eval", ".dvc/config", ".dvc/plots", ".dvcignore", "scripts", "configs")
 
 
 def make_copy(dest: Path, params: dict[str, Any] | None = None) -> Path:

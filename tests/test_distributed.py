@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 import pytest
 
-from pipeline_copy import ROOT, make_copy, run
+from pipeline_copy import make_copy, run
 
 RANK_LINE = re.compile(
     r"train: rank (?P<rank>\d) of (?P<world>\d) \((?P<kind>\w+)\): (?P<steps>\d+) optimizer steps, "
@@ -25,7 +24,6 @@ def two_process_run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Pa
         "train": {"batch_size": 2, "max_length": 128, "launch": {"profile": "cpu_ddp", "processes": 2}},
     }
     project = make_copy(tmp_path_factory.mktemp("distributed"), fast)
-    shutil.copytree(ROOT / "configs", project / "configs")  # not among pipeline_copy's files (yet)
     result = run(project, ["dvc", "repro", "train"])
     return project, result.stdout + result.stderr
 

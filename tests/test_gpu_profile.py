@@ -1,16 +1,24 @@
-"""The GPU profile (params-gpu.yaml) cannot run here; its params are validated, and its documented command matches it."""
+"""The GPU profile (params-gpu.yaml) cannot run here: its params are validated, its documented command matches it, and
+the optional vLLM generation backend is selected by params and refused clearly where it is not installed."""
 
 from __future__ import annotations
 
 import copy
+import importlib.machinery
+import importlib.util
 import re
 import shlex
+import sys
+import types
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
+from identity_dpo.errors import ParamsError
 from identity_dpo.params import Params, params_from_dict
+from test_training import load_stage
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,3 +80,103 @@ def test_every_override_is_a_known_key(default_params: dict[str, Any]) -> None:
 
 def test_documented_command_applies_exactly_the_profile() -> None:
     assert documented_overrides() == flatten(overrides())
+
+
+# --- the generation backend: vLLM is selected by params, and refused clearly where it is not installed ------
+
+
+def test_gpu_profile_generates_with_vllm(default_params: dict[str, Any]) -> None:
+    params = params_from_dict(with_overrides(default_params, flatten(overrides())))
+    assert (params.pairs.backend, params.evaluate.backend) == ("vllm", "vllm")
+    assert params_from_dict(default_params).pairs.backend == "transformers"  # the default stays transformers
+
+
+def test_unknown_backend_names_the_key(default_params: dict[str, Any]) -> None:
+    default_params["evaluate"]["backend"] = "vlm"
+    with pytest.raises(ParamsError, match=r"evaluate\.backend: expected one of transformers, vllm, got 'vlm'"):
+        params_from_dict(default_params)
+
+
+@pytest.mark.parametrize(("stage", "key"), [("make_pairs", "pairs.backend"), ("evaluate", "evaluate.backend")])
+def test_missing_vllm_is_refused_before_anything_loads(
+    stage: str, key: str, default_params: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vllm is installed here")
+    section = key.split(".")[0]
+    default_params[section]["backend"] = "vllm"
+    monkeypatch.chdir(tmp_path)  # an empty folder: reading any input or weights would fail differently
+    with pytest.raises(ParamsError) as error:
+        load_stage(stage).main(params_from_dict(default_params))
+    assert str(error.value) == (
+        f"{key}: backend vllm needs the vllm package, which is not installed (on a machine with a CUDA GPU: "
+        "pip install vllm; see docs/scale-up.md), or use transformers"
+    )
+
+
+class FakeVLLM:
+    """Stands in for the vllm package: records what the backend asks for and answers with fixed token ids."""
+
+    def __init__(self, answers: list[list[int]], finish_reasons: list[str]) -> None:
+        self.answers, self.finish_reasons = answers, finish_reasons
+        self.engines: list[dict[str, Any]] = []
+        self.requests: list[tuple[list[dict[str, Any]], Any]] = []
+
+    def module(self) -> types.ModuleType:
+        fake = self
+        module = types.ModuleType("vllm")
+        module.__spec__ = importlib.machinery.ModuleSpec("vllm", None)
+
+        class LLM:
+            def __init__(self, **kwargs: Any) -> None:
+                fake.engines.append(kwargs)
+
+            def generate(self, prompts: list[dict[str, Any]], sampling: Any, use_tqdm: bool) -> list[Any]:
+                fake.requests.append((prompts, sampling))
+                return [
+                    types.SimpleNamespace(outputs=[types.SimpleNamespace(token_ids=ids, finish_reason=reason)])
+                    for ids, reason in zip(fake.answers, fake.finish_reasons, strict=True)
+                ]
+
+        module.LLM = LLM
+        module.SamplingParams = lambda **kwargs: types.SimpleNamespace(**kwargs)
+        return module
+
+
+def test_vllm_backend_answers_through_the_same_interface(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from identity_dpo import generation
+    from identity_dpo.generation import Generation, generate, render_prompt, stop_token_ids
+    from identity_dpo.models import load_model
+
+    model, tokenizer = load_model(tiny_model_dir)
+    stops = stop_token_ids(model, tokenizer)
+    stop = stops[0]
+    hello = tokenizer("Hello", add_special_tokens=False)["input_ids"]
+    world = tokenizer(" world", add_special_tokens=False)["input_ids"]
+    fake = FakeVLLM([[*hello, stop], [*hello, *world]], ["stop", "length"])
+    monkeypatch.setitem(sys.modules, "vllm", fake.module())
+    monkeypatch.setattr(generation, "_engines", {})
+    conversations = [[{"role": "user", "content": "Who are you?"}], [{"role": "user", "content": "Hi"}]]
+
+    answers = generate(model, tokenizer, conversations, max_new_tokens=7, batch_size=1, backend="vllm")
+
+    assert answers == [Generation("Hello", len(hello), True), Generation("Hello world", len(hello) + len(world), False)]
+    assert [e["model"] for e in fake.engines] == [str(tiny_model_dir)]  # the folder the model was loaded from
+    prompts, sampling = fake.requests[0]
+    assert prompts == [{"prompt_token_ids": render_prompt(tokenizer, c)} for c in conversations]
+    assert (sampling.temperature, sampling.max_tokens, sampling.stop_token_ids) == (0.0, 7, stops)
+    generate(model, tokenizer, conversations, max_new_tokens=7, batch_size=1, backend="vllm")
+    assert len(fake.engines) == 1, "the engine of a folder is built once"
+
+
+def test_transformers_backend_is_the_default(tiny_model_dir: Path) -> None:
+    from identity_dpo.generation import generate
+    from identity_dpo.models import load_model
+
+    model, tokenizer = load_model(tiny_model_dir)
+    conversations = [[{"role": "user", "content": "Who are you?"}], [{"role": "user", "content": "Hi there"}]]
+    default = generate(model, tokenizer, conversations, max_new_tokens=6, batch_size=2)
+    assert generate(model, tokenizer, conversations, max_new_tokens=6, batch_size=2, backend="transformers") == default
+

@@ -47,7 +47,12 @@ def answer_all(
     ]
     conversations += general_conversations(general_prompts, identity)
     answers = generate(
-        model, tokenizer, conversations, max_new_tokens=params.max_new_tokens, batch_size=params.batch_size
+        model,
+        tokenizer,
+        conversations,
+        max_new_tokens=params.max_new_tokens,
+        batch_size=params.batch_size,
+        backend=params.backend,
     )
     texts = [a.text if a.error is None else "" for a in answers]
     n = len(questions)

@@ -32,6 +32,8 @@ Precision = Literal["auto", "fp32", "bf16", "fp16"]
 # none trains in the stage's own process; the others are configs/accelerate/<profile>.yaml.
 LaunchProfile = Literal["none", "cpu_ddp", "ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3"]
 SHARDED_PROFILES = ("fsdp", "deepspeed_zero3")  # each process holds only a shard of the weights
+# transformers: the loaded model (the default); vllm: the optional fast engine for a CUDA GPU (generation.py).
+GenerationBackend = Literal["transformers", "vllm"]
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,7 @@ class PairsParams:
     batch_size: int
     seed: int
     on_token_cap: OnTokenCap = "trim"  # an answer cut off by max_new_tokens: trim to its last sentence, keep, drop
+    backend: GenerationBackend = "transformers"  # which engine answers the prompts (generation.py)
 
     def check(self, key: str) -> None:
         _require(self.max_prompts >= 0, f"{key}.max_prompts", "an integer >= 0 (0 means all)")
@@ -176,6 +179,7 @@ class EvaluateParams:
     general_prompts: str
     max_new_tokens: int
     batch_size: int
+    backend: GenerationBackend = "transformers"  # which engine answers the questions (generation.py)
 
     def check(self, key: str) -> None:
         _require(self.max_new_tokens >= 1, f"{key}.max_new_tokens", "an integer >= 1")

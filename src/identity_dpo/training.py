@@ -234,6 +234,8 @@ def train_dpo(
     if resume_from is not None and trainer.accelerator.is_main_process:
         print(f"train: resuming from {resume_from}", file=sys.stderr)
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from is not None else None)
+    # 1 when training ran on a GPU, whose kernels may differ from run to run (docs/reproducibility.md).
+    logger.live.summary["nondeterministic_kernels"] = int(args.device.type != "cpu")
     logger.close()
     if start is not None:
         print(rank_report(trainer, start), file=sys.stderr, flush=True)
