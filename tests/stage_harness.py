@@ -172,16 +172,29 @@ def git_commit(project: Path, message: str) -> None:
 
 
 def hook_dir(project: Path) -> Path:
-    """The folder holding the instrumentation (outside the project, so DVC never sees it)."""
+    """The folder holding the instrumentation (outside the project, so DVC never sees it).
+
+    dvc.yaml runs `PYTHONPATH=src python stages/...`, which replaces any PYTHONPATH a test sets, so the
+    folder also holds a `bin/python` that puts the instrumentation back in front and runs the real one.
+    """
     folder = project.parent / f"{project.name}-hook"
     if not (folder / "sitecustomize.py").is_file():
-        folder.mkdir(exist_ok=True)
+        (folder / "bin").mkdir(parents=True, exist_ok=True)
         (folder / "sitecustomize.py").write_text(HOOK, encoding="utf-8")
+        wrapper = folder / "bin/python"
+        wrapper.write_text(
+            f'#!/bin/sh\nPYTHONPATH="{folder}${{PYTHONPATH:+{os.pathsep}$PYTHONPATH}}" exec "{sys.executable}" "$@"\n',
+            encoding="utf-8",
+        )
+        wrapper.chmod(0o755)
     return folder
 
 
 def harness_env(project: Path, **extra: str) -> dict[str, str]:
-    return {**pipeline_env(), "PYTHONPATH": f"{hook_dir(project)}{os.pathsep}{project / 'src'}", **extra}
+    base = pipeline_env()
+    hook = hook_dir(project)
+    return {**base, "PATH": f"{hook / 'bin'}{os.pathsep}{base['PATH']}",
+            "PYTHONPATH": f"{hook}{os.pathsep}{project / 'src'}", **extra}  # fmt: skip
 
 
 def dvc_bin() -> str:

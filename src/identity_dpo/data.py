@@ -191,8 +191,12 @@ def write_prompts(path: Path, prompts: Iterable[Prompt]) -> None:
 
 def read_prompts(path: str | Path) -> list[Prompt]:
     """Read prompts written by `write_prompts` (the fetch_data stage's output)."""
+    try:
+        rows = list(read_rows(Source("local", str(path)), "train"))
+    except DataError as exc:  # missing or empty: the previous stage did not run, or its output was removed
+        raise DataError(f"{exc} (an output of the fetch_data stage: `dvc repro` makes it again)") from None
     prompts = []
-    for where, row in read_rows(Source("local", str(path)), "train"):
+    for where, row in rows:
         if isinstance(row, _Unreadable) or not isinstance(row, dict) or set(row) != {"id", "messages"}:
             raise DataError(f"{where}: not a prepared prompt (rerun the fetch_data stage)")
         prompts.append(Prompt(row["id"], row["messages"]))
