@@ -10,7 +10,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from identity_dpo.atomic import atomic_dir
+from identity_dpo.atomic import atomic_outputs
 from identity_dpo.data import read_jsonl_records
 from identity_dpo.params import Params, load_params
 from identity_dpo.stage import PARAMS_FILE, run_stage
@@ -41,10 +41,11 @@ def main(params: Params) -> None:
     checkpoints = CHECKPOINTS if params.train.resume else None
     with tempfile.TemporaryDirectory(prefix="identity-dpo-train-") as scratch:
         if params.train.launch.profile == "none":
-            with atomic_dir(OUT_DIR) as out, atomic_dir(CURVES_DIR) as curves:
+            with atomic_outputs() as outputs:  # model and curves appear together, only once both are complete
                 summary = train_dpo(
-                    BASE_MODEL, pairs, params.train, out, curves, Path(scratch), checkpoint_dir=checkpoints
-                )
+                    BASE_MODEL, pairs, params.train, outputs.dir(OUT_DIR), outputs.dir(CURVES_DIR), Path(scratch),
+                    checkpoint_dir=checkpoints,
+                )  # fmt: skip
             print_summary(summary)
         else:
             run_launched(params.train, Path(__file__).resolve(), ACCELERATE_CONFIGS, Path(scratch))
@@ -59,8 +60,11 @@ def worker(params: Params) -> None:
     pairs = read_pairs()
     checkpoints = CHECKPOINTS if params.train.resume else None
     if rank == 0:
-        with atomic_dir(OUT_DIR) as out, atomic_dir(CURVES_DIR) as curves:
-            summary = train_dpo(BASE_MODEL, pairs, params.train, out, curves, scratch, checkpoint_dir=checkpoints)
+        with atomic_outputs() as outputs:
+            summary = train_dpo(
+                BASE_MODEL, pairs, params.train, outputs.dir(OUT_DIR), outputs.dir(CURVES_DIR), scratch,
+                checkpoint_dir=checkpoints,
+            )  # fmt: skip
         print_summary(summary)
     else:
         private = scratch / f"rank-{rank}"  # the other ranks' copies of the outputs are thrown away
