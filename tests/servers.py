@@ -236,3 +236,6 @@ def stored_files(remote: Remote) -> set[str]:
         return s3_objects(remote)
     assert remote.store is not None
     return {str(p.relative_to(remote.store)) for p in remote.store.rglob("*") if p.is_file()}
+
+
+SERVERS = {"s3": seaweedfs_s3, "ssh": openssh_sftp, "directory": shared_directory}  # each: workdir -> Remote

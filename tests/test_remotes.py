@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from pipeline_copy import make_copy, run
-from servers import Remote, openssh_sftp, seaweedfs_s3, shared_directory, stored_files
+from servers import SERVERS, Remote, stored_files
 
 FAST = {
     "pairs": {"max_prompts": 12, "max_new_tokens": 12, "batch_size": 6, "on_token_cap": "keep"},
@@ -24,7 +24,6 @@ FAST = {
     "evaluate": {"max_new_tokens": 8, "batch_size": 32},
 }
 CACHED_OUTPUTS = ("data/identity", "models/base", "data/pairs", "models/dpo")
-SERVERS = {"s3": seaweedfs_s3, "ssh": openssh_sftp, "directory": shared_directory}
 GIT = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
 
 
