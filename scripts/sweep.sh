@@ -24,7 +24,8 @@ if ! git config user.email >/dev/null; then
     echo "       git config user.name 'Your Name'; git config user.email you@example.com" >&2
     exit 2
 fi
-if dvc queue status | grep -Eq ' (Queued|Running) '; then
+# `dvc queue status` rows end with the status: Queued, Running, Success or Failed.
+if dvc queue status | grep -Eq ' (Queued|Running) *$'; then
     echo "sweep: the experiment queue is busy (dvc queue status); wait for it or dvc queue kill/remove" >&2
     exit 2
 fi
@@ -32,17 +33,19 @@ fi
 overrides=()
 for arg in "$@"; do overrides+=(--set-param "$arg"); done
 started=$(date +%s)
-queued=$(dvc exp run --queue "${overrides[@]}" 2>&1 | tee /dev/stderr | sed -n "s/^Queued experiment '\(.*\)' for future execution.*/\1/p")
+output=$(dvc exp run --queue "${overrides[@]}" 2>&1) || { echo "$output" >&2; exit 1; }
+echo "$output"
+queued=$(echo "$output" | sed -n "s/^Queued experiment '\(.*\)' for future execution.*/\1/p")
 [ -n "$queued" ] || { echo "sweep: nothing was queued" >&2; exit 1; }
 # One at a time by default: parallel trainings on a small CPU box only fight over its cores.
 dvc queue start --jobs "${SWEEP_JOBS:-1}"
 
 status_of_ours() { dvc queue status | grep -wF "$queued" || true; }
-while status_of_ours | grep -Eq ' (Queued|Running) '; do
+while status_of_ours | grep -Eq ' (Queued|Running) *$'; do
     sleep 15
 done
 echo "sweep: $(echo "$queued" | wc -l) experiments finished in $(( $(date +%s) - started )) s"
-if status_of_ours | grep -q ' Failed '; then
+if status_of_ours | grep -Eq ' Failed *$'; then
     status_of_ours >&2
     echo "sweep: some experiments failed; see dvc queue logs NAME" >&2
     exit 1
