@@ -36,7 +36,7 @@ def experiments() -> list[dict[str, Any]]:
             continue
         candidates = [(baseline.get("name") or baseline["rev"][:7], baseline["rev"], baseline["data"])]
         for experiment in baseline.get("experiments") or []:
-            if experiment.get("executor"):
+            if not finished(experiment):
                 continue  # queued, running or failed: it shows the metrics it started from
             for rev in experiment["revs"]:
                 candidates.append((rev.get("name") or rev["rev"][:7], rev["rev"], rev.get("data") or {}))
@@ -47,6 +47,12 @@ def experiments() -> list[dict[str, Any]]:
             params = data["params"]["params.yaml"]["data"]
             rows.append({"name": name, "rev": rev, "params": params, "metrics": metrics})
     return rows
+
+
+def finished(experiment: dict[str, Any]) -> bool:
+    """Ran to the end: no executor (a plain `dvc exp run`) or a queue task in state success."""
+    executor = experiment.get("executor")
+    return not executor or executor.get("state") == "success"
 
 
 def describe_loss(train: dict[str, Any]) -> str:

@@ -12,7 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline_copy import make_copy, run
+from pipeline_copy import ROOT, make_copy, run
+
+sys.path.insert(0, str(ROOT / "scripts"))
+from sweep_table import finished  # noqa: E402
 
 FAST = {
     "pairs": {"max_prompts": 12, "max_new_tokens": 12, "batch_size": 6, "on_token_cap": "keep"},
@@ -40,7 +43,7 @@ def finished_experiments(project: Path) -> dict[str, dict]:
     return {
         rev["name"]: rev["data"]
         for experiment in baseline["experiments"] or []
-        if not experiment.get("executor")
+        if finished(experiment)
         for rev in experiment["revs"]
     }
 
@@ -67,7 +70,8 @@ def test_compare_shows_a_compact_table(swept: tuple[Path, str]) -> None:
     assert "train.beta" in header and "identity.trained.neutral.new_name_rate" in header
     assert len(header.split("|")) - 2 <= 15, f"too many columns: {header}"
     assert table.count("├──") + table.count("└──") == 4
-    assert "identity.trained.neutral.new_name_rate" in sweep_output, "sweep.sh ends with the comparison"
+    for name in finished_experiments(project):
+        assert name in sweep_output.split("finished in")[-1], f"sweep.sh does not end with a table showing {name}"
 
 
 def test_sweep_table_lists_each_run_with_its_params(swept: tuple[Path, str]) -> None:
