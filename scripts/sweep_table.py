@@ -77,7 +77,7 @@ def table(rows: list[dict[str, Any]]) -> str:
     headers += ["loss"] if loss_varies else []
     headers += [
         "new name, neutral", "new name, default", "old name, neutral", "old name, default",
-        "KL (nats/token)", "log-prob change", "unchanged answers", "final DPO loss", "reward margin",
+        "KL (nats/token)", "log-prob change", "unchanged answers", "final loss", "reward margin",
     ]  # fmt: skip
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     ordered = sorted(rows, key=lambda r: (describe_loss(r["params"]["train"]), *(r["params"]["train"][k] for k in param_columns)))
@@ -120,7 +120,8 @@ name (strict match) / still use an old name, under the neutral system prompt ("n
 with no system message ("default", the model's template identity). KL: mean per-token
 KL(base ‖ trained) on the base model's answers to the general prompts; log-prob change: the
 trained model's mean change in log-probability of those answers; unchanged: share of greedy
-general answers that stayed word for word the same. Final DPO loss and reward margin: the last
+general answers that stayed word for word the same. Final loss (all loss terms: DPO, plus NLL
+when weighted) and reward margin (chosen − rejected, in beta-scaled log-probability): the last
 logged training step (`metrics/train/metrics.json`).
 
 {table(rows)}
