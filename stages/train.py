@@ -41,12 +41,7 @@ def main(params: Params) -> None:
     checkpoints = CHECKPOINTS if params.train.resume else None
     with tempfile.TemporaryDirectory(prefix="identity-dpo-train-") as scratch:
         if params.train.launch.profile == "none":
-            with atomic_outputs() as outputs:  # model and curves appear together, only once both are complete
-                summary = train_dpo(
-                    BASE_MODEL, pairs, params.train, outputs.dir(OUT_DIR), outputs.dir(CURVES_DIR), Path(scratch),
-                    checkpoint_dir=checkpoints,
-                )  # fmt: skip
-            print_summary(summary)
+            train_into_place(params, pairs, Path(scratch), checkpoints)
         else:
             run_launched(params.train, Path(__file__).resolve(), ACCELERATE_CONFIGS, Path(scratch))
     if checkpoints is not None:
@@ -60,24 +55,25 @@ def worker(params: Params) -> None:
     pairs = read_pairs()
     checkpoints = CHECKPOINTS if params.train.resume else None
     if rank == 0:
-        with atomic_outputs() as outputs:
-            summary = train_dpo(
-                BASE_MODEL, pairs, params.train, outputs.dir(OUT_DIR), outputs.dir(CURVES_DIR), scratch,
-                checkpoint_dir=checkpoints,
-            )  # fmt: skip
-        print_summary(summary)
+        train_into_place(params, pairs, scratch, checkpoints)
     else:
         private = scratch / f"rank-{rank}"  # the other ranks' copies of the outputs are thrown away
         train_dpo(BASE_MODEL, pairs, params.train, private / "model", private / "curves", scratch,
                   checkpoint_dir=checkpoints)  # fmt: skip
 
 
+def train_into_place(params: Params, pairs: list[dict], scratch: Path, checkpoints: Path | None) -> None:
+    """Train and write models/dpo and metrics/train; both appear together, only once both are complete."""
+    with atomic_outputs() as outputs:
+        summary = train_dpo(
+            BASE_MODEL, pairs, params.train, outputs.dir(OUT_DIR), outputs.dir(CURVES_DIR), scratch,
+            checkpoint_dir=checkpoints,
+        )  # fmt: skip
+    print("train: " + ", ".join(f"{k} {v:.4g}" for k, v in summary.items()))
+
+
 def read_pairs() -> list[dict]:
     return read_jsonl_records(PAIRS, {"prompt": list, "chosen": list, "rejected": list}, "a preference pair")
-
-
-def print_summary(summary: dict[str, float]) -> None:
-    print("train: " + ", ".join(f"{k} {v:.4g}" for k, v in summary.items()))
 
 
 if __name__ == "__main__":
