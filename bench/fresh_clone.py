@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the real servers the remote tests start
 
-from servers import SERVERS, Remote  # noqa: E402
+from servers import SERVERS, credential_commands, remote_commands  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "fresh-clone.md"
 
@@ -51,14 +51,15 @@ def measure(kind: str, workdir: Path) -> dict[str, float | str]:
         owner = workdir / "owner"
         run(workdir, "git", "clone", "-q", str(ROOT), str(owner))
         run(owner, "dvc", "cache", "dir", "--local", str(ROOT / ".dvc" / "cache"))
-        configure(owner, remote)
+        for command in remote_commands(remote) + credential_commands(remote.local_options):
+            run(owner, *command)
         run(owner, *git, "commit", "-qam", f"share through {kind}")
         push_s, _ = run(owner, "dvc", "push", env=remote.env)
 
         teammate = workdir / "teammate"
         clone_s, _ = run(workdir, "git", "clone", "-q", str(owner), str(teammate))
-        for key, value in remote.local_options.items():
-            run(teammate, "dvc", "remote", "modify", "--local", "team", key, value)
+        for command in credential_commands(remote.local_options):
+            run(teammate, *command)
         pull_s, _ = run(teammate, "dvc", "pull", env=remote.env)
         repro_s, repro_out = run(teammate, "dvc", "repro", env=remote.env)
     if "Running stage" in repro_out:
@@ -72,14 +73,6 @@ def measure(kind: str, workdir: Path) -> dict[str, float | str]:
         "pull_s": pull_s,
         "repro_s": repro_s,
     }
-
-
-def configure(project: Path, remote: Remote) -> None:
-    run(project, "dvc", "remote", "add", "--default", "--force", "team", remote.url)
-    for key, value in remote.options.items():
-        run(project, "dvc", "remote", "modify", "team", key, value)
-    for key, value in remote.local_options.items():
-        run(project, "dvc", "remote", "modify", "--local", "team", key, value)
 
 
 def report(rows: list[dict[str, float | str]]) -> str:

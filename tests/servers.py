@@ -43,6 +43,21 @@ class Remote:
     store: Path | None = None  # where the objects land on disk, when they land as plain files
 
 
+REMOTE_NAME = "team"
+
+
+def remote_commands(remote: Remote) -> list[list[str]]:
+    """What the owner runs once and commits: `remote` as the project's default DVC remote (no secrets)."""
+    return [
+        ["dvc", "remote", "add", "--default", "--force", REMOTE_NAME, remote.url],
+        *(["dvc", "remote", "modify", REMOTE_NAME, key, value] for key, value in remote.options.items()),
+    ]
+
+
+def credential_commands(local_options: dict[str, str]) -> list[list[str]]:
+    """What each user runs: per-user settings (a key file) in the untracked .dvc/config.local."""
+    return [["dvc", "remote", "modify", "--local", REMOTE_NAME, key, value] for key, value in local_options.items()]
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

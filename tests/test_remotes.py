@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from pipeline_copy import make_copy, run
-from servers import SERVERS, Remote, stored_files
+from servers import SERVERS, Remote, credential_commands, remote_commands, stored_files
 
 FAST = {
     "pairs": {"max_prompts": 12, "max_new_tokens": 12, "batch_size": 6, "on_token_cap": "keep"},
@@ -47,9 +47,8 @@ def pushed(owner_project: Path, remote: Remote, tmp_path_factory: pytest.TempPat
     """The owner's project with `remote` committed as the default remote and everything pushed."""
     project = tmp_path_factory.mktemp(f"owner-{remote.kind}") / "project"
     shutil.copytree(owner_project, project, symlinks=True)
-    run(project, ["dvc", "remote", "add", "--default", "--force", "team", remote.url])
-    for key, value in remote.options.items():
-        run(project, ["dvc", "remote", "modify", "team", key, value])
+    for command in remote_commands(remote):
+        run(project, command)
     use_credentials(project, remote.local_options)
     run(project, ["git", "add", ".dvc/config"])
     run(project, [*GIT, "commit", "-qm", f"share through {remote.kind}"])
@@ -61,9 +60,8 @@ def pushed(owner_project: Path, remote: Remote, tmp_path_factory: pytest.TempPat
 
 
 def use_credentials(project: Path, local_options: dict[str, str]) -> None:
-    """Per-user settings (a key file) go to the untracked .dvc/config.local."""
-    for key, value in local_options.items():
-        run(project, ["dvc", "remote", "modify", "--local", "team", key, value])
+    for command in credential_commands(local_options):
+        run(project, command)
 
 
 def digests(project: Path) -> dict[str, str]:
