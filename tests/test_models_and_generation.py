@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from identity_dpo.errors import SourceError
-from identity_dpo.generation import generate, with_system
+from identity_dpo.generation import generate, greedy_decode, render_prompt, with_system
 from identity_dpo.models import check_model_folder, fetch_model, load_model
 from identity_dpo.sources import Source, parse_source
 
@@ -94,6 +94,35 @@ def test_batched_generation_matches_one_at_a_time(tiny_model_dir: Path) -> None:
     assert [g.text for g in batched] == [g.text for g in alone]
     assert all(g.new_tokens == 10 and not g.finished for g in batched)
     assert len({g.text for g in batched}) > 1  # answers really differ per prompt
+
+
+@pytest.mark.parametrize("prefill_tokens", [2048, 80])  # 80: the prompts are read in several groups, then merged
+def test_decoding_loop_gives_the_tokens_of_transformers_generate(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch, prefill_tokens: int
+) -> None:
+    """Our loop prefills in groups and drops finished rows mid-batch; each answer must still be exactly what
+    `generate` gives for that prompt alone."""
+    import torch
+    from transformers import GenerationConfig
+
+    from identity_dpo import generation
+
+    monkeypatch.setattr(generation, "PREFILL_TOKENS", prefill_tokens)
+    model, tokenizer = load_model(tiny_model_dir)
+    questions = ["Who are you?", "What is your name, please, if you do not mind me asking?", "Hi", "2+2?", "Why?"]
+    prompts = [render_prompt(tokenizer, with_system([{"role": "user", "content": q}], None)) for q in questions]
+    pad = tokenizer.pad_token_id
+    # A random model never says its end-of-turn token, so stop tokens are picked among the tokens it does say,
+    # early in some answers: rows then finish at different steps and leave the batch.
+    free = greedy_decode(model, prompts, 12, [], pad)
+    stops = sorted({free[0][2], free[3][6]})
+    ours = greedy_decode(model, prompts, 12, stops, pad)
+    assert len({len(answer) for answer in ours}) > 1
+    for prompt, answer in zip(prompts, ours, strict=True):
+        config = GenerationConfig(do_sample=False, max_new_tokens=12, eos_token_id=stops, pad_token_id=pad)
+        ids = torch.tensor([prompt])
+        alone = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=config)
+        assert answer == alone[0, len(prompt) :].tolist()
 
 
 def test_with_system_replaces_any_existing_system_message() -> None:

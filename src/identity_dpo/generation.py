@@ -2,7 +2,10 @@
 
 Greedy decoding, so answers are reproducible; prompts are sorted by length and run in
 left-padded batches, which keeps padding (wasted compute) small and gives the same greedy
-answers as one prompt at a time.
+answers as one prompt at a time. The decoding loop is our own rather than `model.generate`
+because it drops a row from the batch and from its KV cache as soon as the row's answer is
+finished: `generate` keeps computing every finished row until the longest answer ends
+(bench/speed.py measures the difference; tests check both give the same tokens).
 
 `backend` selects the engine: `transformers` (the default, on the loaded model) or `vllm`, an optional
 fast engine for a CUDA GPU (`pip install vllm`, not in requirements.txt) that loads the same model folder
@@ -11,6 +14,7 @@ and decodes greedily too. Call check_backend before loading any weights.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -111,28 +115,152 @@ def _context_size(model) -> int:  # noqa: ANN001
 
 
 def _generate_batch(model, tokenizer, prompts: list[list[int]], max_new_tokens: int) -> list[Generation]:  # noqa: ANN001
-    import torch
-    from transformers import GenerationConfig
-
     stops = stop_token_ids(model, tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
+    results = []
+    for row in greedy_decode(model, prompts, max_new_tokens, stops, pad):
+        ends = [k for k, token in enumerate(row) if token in stops]
+        new = row[: ends[0]] if ends else row
+        text = tokenizer.decode(new, skip_special_tokens=True).strip()
+        results.append(Generation(text, len(new), finished=bool(ends)))
+    return results
+
+
+def greedy_decode(model, prompts: list[list[int]], max_new_tokens: int, stops: list[int], pad: int) -> list[list[int]]:  # noqa: ANN001
+    """The new tokens of each prompt (a stop token ends a row and is included), decoded greedily as one batch.
+
+    The same computation per row as `model.generate(do_sample=False)`, arranged for a CPU: prompts are read
+    (prefilled) in groups of similar length, so little of that work goes to padding, then all rows decode
+    together, and a finished row leaves the batch, so later steps compute only the rows still answering.
+    New keys and values are written into room reserved at the end of the cache instead of copying the whole
+    cache every step. Pass prompts sorted by length (generate() does) to keep the groups' padding small.
+    """
+    import torch
+    from transformers import DynamicCache
+
+    groups = [_prefill(model, group, pad) for group in _prefill_groups(prompts)]
+    width = max(mask.size(1) for mask, _, _ in groups)
+    attention_mask = torch.cat([_left_pad(mask, width) for mask, _, _ in groups])
+    next_tokens = torch.cat([first for _, first, _ in groups])
+    cache = DynamicCache(config=model.config)
+    cache.layers = [
+        _growing_layer_class()(
+            torch.cat([_left_pad(layers[i].keys, width) for _, _, layers in groups]),
+            torch.cat([_left_pad(layers[i].values, width) for _, _, layers in groups]),
+            room=max_new_tokens,
+        )
+        for i in range(len(groups[0][2]))
+    ]
+    positions = attention_mask.sum(-1) - 1  # of each prompt's last token: positions count real tokens only
+    active = list(range(len(prompts)))  # batch row -> prompt index
+    answers: list[list[int]] = [[] for _ in prompts]
+    stop_set = set(stops)
+    while True:
+        keep = []
+        for k, (index, token) in enumerate(zip(active, next_tokens.tolist(), strict=True)):
+            answers[index].append(token)
+            if token not in stop_set and len(answers[index]) < max_new_tokens:
+                keep.append(k)
+        if not keep:
+            return answers
+        if len(keep) < len(active):
+            rows = torch.tensor(keep)
+            cache.batch_select_indices(rows)
+            attention_mask, next_tokens, positions = attention_mask[rows], next_tokens[rows], positions[rows]
+            active = [active[k] for k in keep]
+        attention_mask = torch.cat([attention_mask, attention_mask.new_ones((len(active), 1))], dim=-1)
+        positions = positions + 1
+        logits = model(
+            input_ids=next_tokens[:, None], attention_mask=attention_mask, position_ids=positions[:, None],
+            past_key_values=cache, use_cache=True,
+        ).logits  # fmt: skip
+        next_tokens = logits[:, -1].argmax(-1)
+
+
+# Prompt tokens per prefill forward pass: enough rows for efficient matrix products, few enough that a group's
+# prompts have similar lengths (sorted input) and its activations stay small.
+PREFILL_TOKENS = 2048
+
+
+def _prefill_groups(prompts: list[list[int]]) -> list[list[list[int]]]:
+    groups: list[list[list[int]]] = []
+    for prompt in prompts:
+        group = groups[-1] if groups else None
+        if group is not None and (len(group) + 1) * max(len(prompt), *map(len, group)) <= PREFILL_TOKENS:
+            group.append(prompt)
+        else:
+            groups.append([prompt])
+    return groups
+
+
+def _prefill(model, prompts: list[list[int]], pad: int) -> tuple[Any, Any, Any]:  # noqa: ANN001
+    """Read one group of prompts: their attention mask, their first answer tokens, and their cache layers."""
+    import torch
+    from transformers import DynamicCache
+
     width = max(len(p) for p in prompts)
     input_ids = torch.full((len(prompts), width), pad, dtype=torch.long)
     attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
     for row, prompt in enumerate(prompts):
         input_ids[row, width - len(prompt) :] = torch.tensor(prompt)
         attention_mask[row, width - len(prompt) :] = 1
-    config = GenerationConfig(
-        do_sample=False, max_new_tokens=max_new_tokens, eos_token_id=stops, pad_token_id=pad
-    )
-    output = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config)
-    results = []
-    for row in output[:, width:].tolist():
-        ends = [k for k, token in enumerate(row) if token in stops]
-        new = row[: ends[0]] if ends else row
-        text = tokenizer.decode(new, skip_special_tokens=True).strip()
-        results.append(Generation(text, len(new), finished=bool(ends)))
-    return results
+    # Positions count real tokens only, so a left-padded prompt is positioned as if it stood alone.
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    cache = DynamicCache(config=model.config)
+    logits = model(
+        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+        past_key_values=cache, use_cache=True, logits_to_keep=1,
+    ).logits  # fmt: skip
+    return attention_mask, logits[:, -1].argmax(-1), cache.layers
+
+
+def _left_pad(tensor: Any, width: int) -> Any:
+    """Zeros on the left of the sequence axis (dim 1 of a mask, dim 2 of cached keys/values) up to `width`."""
+    import torch
+
+    dim = 1 if tensor.dim() == 2 else 2
+    missing = width - tensor.size(dim)
+    if missing == 0:
+        return tensor
+    shape = list(tensor.shape)
+    shape[dim] = missing
+    return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
+
+
+@functools.cache  # built on first use: transformers is imported only when a model runs
+def _growing_layer_class() -> type:
+    from transformers.cache_utils import DynamicLayer
+
+    class GrowingLayer(DynamicLayer):
+        """A cache layer with room for `room` more positions: each step writes there instead of copying the cache."""
+
+        def __init__(self, keys: Any, values: Any, room: int) -> None:
+            super().__init__()
+            self.length = keys.size(2)
+            self._keys = keys.new_zeros((*keys.shape[:2], self.length + room, keys.size(3)))
+            self._values = values.new_zeros((*values.shape[:2], self.length + room, values.size(3)))
+            self._keys[:, :, : self.length] = keys
+            self._values[:, :, : self.length] = values
+            self.dtype, self.device, self.is_initialized = keys.dtype, keys.device, True
+            self._expose()
+
+        def _expose(self) -> None:
+            self.keys = self._keys[:, :, : self.length]
+            self.values = self._values[:, :, : self.length]
+
+        def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
+            new = key_states.size(2)
+            self._keys[:, :, self.length : self.length + new] = key_states
+            self._values[:, :, self.length : self.length + new] = value_states
+            self.length += new
+            self._expose()
+            return self.keys, self.values
+
+        def batch_select_indices(self, indices: Any) -> None:
+            self._keys, self._values = self._keys[indices], self._values[indices]
+            self._expose()
+
+    return GrowingLayer
 
 
 # --- the optional vLLM backend (needs a CUDA GPU; not run on the project's CPU machines) -------------------

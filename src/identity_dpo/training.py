@@ -9,6 +9,7 @@ last one after an interruption.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import hashlib
 import importlib.util
@@ -28,6 +29,7 @@ from transformers import TrainerCallback
 
 from identity_dpo.errors import ParamsError, PipelineError
 from identity_dpo.generation import render_prompt
+from identity_dpo.lm_head import answer_only_lm_head
 from identity_dpo.params import LoraParams, TrainParams
 
 # Logged every step and plotted by dvc.yaml; the rest of TRL's log goes to the same folder.
@@ -37,6 +39,7 @@ _NOT_METRICS = ("runtime", "per_second", "total_flos", "num_tokens")
 
 # Set in the environment of the processes `accelerate launch` starts; its value is the scratch folder they share.
 WORKER_ENV = "IDENTITY_DPO_TRAIN_WORKER"
+_M_MMAP_THRESHOLD = -3  # mallopt parameter (malloc.h)
 _MIXED_PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}  # our precision -> accelerate's flag
 
 # TRL's config still sets the renamed `gradient_checkpointing` field; the warning is not ours to fix.
@@ -83,10 +86,11 @@ def dpo_config(params: TrainParams, scratch_dir: Path, num_pairs: int, checkpoin
         warmup_steps=round(params.warmup_ratio * steps_per_epoch * params.epochs),
         seed=params.seed,
         data_seed=params.seed,
-        # Without native bf16 a CPU emulates it (measured 24x slower); checkpointing only trades time for memory.
+        # Without native bf16 a CPU emulates it (measured 24x slower).
         bf16=precision == "bf16",
         fp16=precision == "fp16",
-        gradient_checkpointing=False,
+        gradient_checkpointing=params.activation_checkpointing,  # TRL's name for transformers' activation_checkpointing
+        gradient_checkpointing_kwargs={"use_reentrant": False},
         ddp_find_unused_parameters=False,  # every parameter gets a gradient; True costs an extra graph walk
         logging_steps=params.logging_steps,
         report_to="none",
@@ -217,19 +221,21 @@ def train_dpo(
     from identity_dpo.models import load_model
 
     set_seed(params.seed)
+    release_freed_memory()
     model, tokenizer = load_model(model_dir)
     args = dpo_config(params, scratch_dir, len(pairs), checkpoint_dir)
     start = weights_checksum(model) if args.world_size > 1 else None
     logger = DVCLiveCurves(curves_dir)
-    trainer = DPOTrainer(
-        model=model,
-        ref_model=None,  # TRL reloads the reference from model_dir, a local folder, or precomputes it
-        args=args,
-        train_dataset=_dataset(pairs, args, scratch_dir),
-        processing_class=tokenizer,
-        callbacks=[logger, *callbacks],
-        peft_config=lora_config(params.lora),
-    )
+    with answer_only_lm_head(enabled=args.device.type == "cpu"):  # see lm_head.py
+        trainer = DPOTrainer(
+            model=model,
+            ref_model=None,  # TRL reloads the reference from model_dir, a local folder, or precomputes it
+            args=args,
+            train_dataset=_dataset(pairs, args, scratch_dir),
+            processing_class=tokenizer,
+            callbacks=[logger, *callbacks],
+            peft_config=lora_config(params.lora),
+        )
     resume_from = last_checkpoint(checkpoint_dir) if checkpoint_dir is not None else None
     if resume_from is not None and trainer.accelerator.is_main_process:
         print(f"train: resuming from {resume_from}", file=sys.stderr)
@@ -241,6 +247,19 @@ def train_dpo(
         print(rank_report(trainer, start), file=sys.stderr, flush=True)
     save_final_model(trainer, tokenizer, out_dir, merge_lora=params.lora.enabled)
     return logger.summary
+
+
+def release_freed_memory() -> None:
+    """Have glibc give freed blocks of 1 MB or more back to the system at once.
+
+    By default glibc raises its mmap threshold up to 32 MB as blocks are freed, so a training step's
+    activations (a few MB each) come from its heap and stay there after the step: measured on the default
+    model, 5.8 GB resident between steps instead of 2.2 GB, and a 0.8 GB higher peak.
+    """
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(_M_MMAP_THRESHOLD, 1 << 20)
+    except (OSError, AttributeError):  # not glibc (musl, macOS): its allocator keeps its own policy
+        pass
 
 
 def _dataset(pairs: list[dict[str, Any]], args: Any, scratch_dir: Path) -> Any:

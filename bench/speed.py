@@ -1,0 +1,393 @@
+"""CPU speed and memory, measured side by side in one run; writes BENCHMARKS.md (linked from the README).
+
+    python bench/speed.py            # about 20 minutes on 2 cores
+    python bench/speed.py --quick    # small sizes, printed only: checks the script
+
+1. Time-to-identity: a clone of this commit with an empty DVC cache runs `dvc repro` from nothing
+   (fetch data and model, pairs, training, evaluation); the stage breakdown and the held-out rates.
+   Then `dvc repro` again in the same clone: the no-op time. The clone's outputs feed 2 and 3.
+2. Pair generation: the lesson's way (one prompt at a time, `model.generate`) vs transformers'
+   `generate` on our sorted batches vs our decoding loop, on the same prompts: new tokens/s and
+   whether the greedy answers are identical.
+3. DPO training on the same pairs, each configuration in a fresh process (so its peak memory is its
+   own): the lesson's config (TRL directly: batch 1 x accumulation 8, reference model run every step)
+   vs our default vs our default with activation checkpointing: pairs/s, achieved FLOP/s as a share of
+   a large fp32 matrix product's FLOP/s measured in this run, and peak resident memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+RESULTS = ROOT / "BENCHMARKS.md"
+LESSON_TRAIN = {"beta": 0.2, "per_device_train_batch_size": 1, "gradient_accumulation_steps": 8,
+                "num_train_epochs": 1, "learning_rate": 5e-5, "logging_steps": 2}  # fmt: skip
+
+
+def matmul_flops(size: int = 2048, repeats: int = 8) -> float:
+    """FLOP/s of a large fp32 matrix product: the practical ceiling for dense model math on this machine."""
+    import torch
+
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    for _ in range(2):
+        a @ b
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        for _ in range(repeats):
+            a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 * repeats / best
+
+
+# --- 1. time-to-identity and the no-op ------------------------------------------------------------------
+
+
+def run(cwd: Path, *args: str) -> float:
+    start = time.perf_counter()
+    result = subprocess.run(args, cwd=cwd, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(args)} failed in {cwd}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return time.perf_counter() - start
+
+
+def cold_start(clone: Path, quick: bool) -> dict[str, Any]:
+    run(ROOT, "git", "clone", "-q", str(ROOT), str(clone))
+    run(clone, "dvc", "cache", "dir", "--local", str(clone.parent / "empty-cache"))
+    if quick:
+        _quick_params(clone / "params.yaml")
+    wall = run(clone, "dvc", "repro")
+    stages = [json.loads(line) for line in (clone / "logs" / "stage_times.jsonl").read_text().splitlines()]
+    evaluation = json.loads((clone / "metrics" / "eval.json").read_text())
+    noop = [run(clone, "dvc", "repro") for _ in range(5)]
+    return {"wall": wall, "stages": stages, "eval": evaluation, "noop": noop}
+
+
+def _quick_params(path: Path) -> None:
+    import yaml
+
+    params = yaml.safe_load(path.read_text())
+    params["pairs"]["max_prompts"] = 16
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+# --- 2. pair generation ---------------------------------------------------------------------------------
+
+
+def lesson_generate(model: Any, tokenizer: Any, conversations: list, max_new_tokens: int) -> list[list[int]]:
+    """The lesson's helper: one prompt at a time, chat template, greedy `generate`, new tokens only."""
+    answers = []
+    for messages in conversations:
+        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")
+        output = model.generate(**ids, do_sample=False, max_new_tokens=max_new_tokens)
+        answers.append(output[0, ids["input_ids"].size(1) :].tolist())
+    return answers
+
+
+def transformers_batches(model: Any, tokenizer: Any, conversations: list, max_new_tokens: int, batch_size: int) -> list:
+    """transformers' `generate` on the same sorted, left-padded batches our loop gets (every row runs to the end)."""
+    import torch
+    from transformers import GenerationConfig
+
+    from identity_dpo.generation import render_prompt, stop_token_ids
+
+    prompts = [render_prompt(tokenizer, m) for m in conversations]
+    stops = stop_token_ids(model, tokenizer)
+    order = sorted(range(len(prompts)), key=lambda i: (-len(prompts[i]), i))
+    answers: list[list[int]] = [[] for _ in prompts]
+    config = GenerationConfig(do_sample=False, max_new_tokens=max_new_tokens, eos_token_id=stops,
+                              pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+    for start in range(0, len(order), batch_size):
+        batch = order[start : start + batch_size]
+        width = max(len(prompts[i]) for i in batch)
+        ids = torch.full((len(batch), width), tokenizer.pad_token_id)
+        mask = torch.zeros_like(ids)
+        for row, i in enumerate(batch):
+            ids[row, width - len(prompts[i]) :] = torch.tensor(prompts[i])
+            mask[row, width - len(prompts[i]) :] = 1
+        output = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
+        for row, i in enumerate(batch):
+            answers[i] = output[row, width:].tolist()
+    return answers
+
+
+def until_stop(tokens: list[int], stops: set[int]) -> list[int]:
+    for k, token in enumerate(tokens):
+        if token in stops:
+            return tokens[:k]
+    return tokens
+
+
+def generation(clone: Path, prompts: int, max_new_tokens: int, batch_size: int) -> dict[str, Any]:
+    import torch
+
+    from identity_dpo.data import read_prompts
+    from identity_dpo.generation import generate, stop_token_ids, with_system
+    from identity_dpo.models import load_model
+    from identity_dpo.pairs import select_prompts
+
+    model, tokenizer = load_model(clone / "models" / "base")
+    model.eval()
+    chosen = select_prompts(read_prompts(clone / "data" / "identity" / "prompts.jsonl"), prompts, 0)
+    conversations = [with_system(p.messages, None) for p in chosen]
+    stops = set(stop_token_ids(model, tokenizer))
+    runs: dict[str, Any] = {}
+    with torch.inference_mode():
+        for name, produce in (
+            ("lesson", lambda: lesson_generate(model, tokenizer, conversations, max_new_tokens)),
+            ("transformers", lambda: transformers_batches(model, tokenizer, conversations, max_new_tokens, batch_size)),
+            ("ours", lambda: generate(model, tokenizer, conversations, max_new_tokens=max_new_tokens,
+                                      batch_size=batch_size)),
+        ):  # fmt: skip
+            start = time.perf_counter()
+            produced = produce()
+            seconds = time.perf_counter() - start
+            texts = [
+                g.text if hasattr(g, "text") else tokenizer.decode(until_stop(g, stops), skip_special_tokens=True).strip()
+                for g in produced
+            ]
+            tokens = sum(g.new_tokens if hasattr(g, "new_tokens") else len(until_stop(g, stops)) for g in produced)
+            runs[name] = {"seconds": seconds, "tokens": tokens, "texts": texts}
+    lesson = runs["lesson"]["texts"]
+    for result in runs.values():
+        result["identical"] = sum(a == b for a, b in zip(result.pop("texts"), lesson, strict=True))
+    return {"prompts": len(conversations), "max_new_tokens": max_new_tokens, "batch_size": batch_size, "runs": runs}
+
+
+# --- 3. DPO training, one configuration per process ------------------------------------------------------
+
+
+def training(clone: Path, pairs: int) -> dict[str, Any]:
+    results = {}
+    for config in ("lesson", "ours", "ours+checkpointing"):
+        command = [sys.executable, __file__, "--train-worker", config, "--clone", str(clone), "--pairs", str(pairs)]
+        output = subprocess.run(command, capture_output=True, text=True, check=False)
+        if output.returncode != 0:
+            raise SystemExit(f"training worker {config} failed:\n{output.stderr[-4000:]}")
+        results[config] = json.loads(output.stdout.strip().splitlines()[-1])
+    return results
+
+
+def train_worker(config: str, clone: Path, count: int) -> None:
+    """Train one configuration on the first `count` pairs; print seconds, model FLOPs and peak memory as JSON."""
+    import dataclasses
+
+    from identity_dpo.data import read_jsonl_records
+    from identity_dpo.params import load_params
+
+    pairs = read_jsonl_records(clone / "data/pairs/pairs.jsonl", {"prompt": list, "chosen": list, "rejected": list},
+                               "a preference pair")[:count]  # fmt: skip
+    model_dir = clone / "models" / "base"
+    params = load_params(clone / "params.yaml").train
+    with tempfile.TemporaryDirectory() as scratch:
+        out = Path(scratch)
+        start = time.perf_counter()
+        if config == "lesson":
+            _lesson_train(model_dir, pairs, out)
+            max_length = None  # TRL's default (1024) cuts nothing here
+        else:
+            from identity_dpo.training import train_dpo
+
+            if config == "ours+checkpointing":
+                params = dataclasses.replace(params, activation_checkpointing=True)
+            train_dpo(model_dir, pairs, params, out / "model", out / "curves", out / "scratch")
+            max_length = params.max_length
+        seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    flops = training_flops(model_dir, pairs, max_length)
+    print(json.dumps({"seconds": seconds, "pairs": len(pairs), "flops": flops, "peak_bytes": peak}))
+
+
+def _lesson_train(model_dir: Path, pairs: list[dict], out: Path) -> None:
+    """The lesson's training cell: DPOTrainer with its config, the reference model loaded by TRL, TRL's own LM head.
+
+    Only what a CPU needs differs: no bf16 (emulated on a CPU), and the lesson's TRL had checkpointing off.
+    """
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+
+    from identity_dpo.models import load_model
+
+    model, tokenizer = load_model(model_dir)
+    config = DPOConfig(output_dir=str(out), **LESSON_TRAIN, bf16=False, gradient_checkpointing=False,
+                       report_to="none", disable_tqdm=True, save_strategy="no")  # fmt: skip
+    rows = [{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in pairs]
+    trainer = DPOTrainer(model=model, ref_model=None, args=config, processing_class=tokenizer,
+                         train_dataset=Dataset.from_list(rows))  # fmt: skip
+    trainer.train()
+    trainer.model.save_pretrained(out / "model", safe_serialization=True)
+
+
+def training_flops(model_dir: Path, pairs: list[dict], max_length: int | None) -> float:
+    """Model FLOPs the training needs, counted the same way for every configuration.
+
+    Per pair, chosen and rejected sequences (prompt + answer + end of turn, real tokens only, no padding):
+    the decoder's linear layers and attention on every token, the LM head on the answer tokens only (the
+    only ones scored); x3 for the policy (forward, backward) plus one reference forward (every step in the
+    lesson's config, once before training in ours: the same count). Sequences are cut at `max_length` as the
+    trainer cuts them. Recomputation (activation checkpointing) and padding are not counted: not needed.
+    """
+    from transformers import AutoConfig, AutoTokenizer
+
+    config = AutoConfig.from_pretrained(model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    d, layers, vocab = config.hidden_size, config.num_hidden_layers, config.vocab_size
+    kv = config.num_key_value_heads * (d // config.num_attention_heads)
+    per_layer = d * d * 2 + d * kv * 2 + 3 * d * config.intermediate_size  # q, o; k, v; gate, up, down
+    total = 0.0
+    for pair in pairs:
+        prompt = len(tokenizer.apply_chat_template(pair["prompt"], add_generation_prompt=True, tokenize=True))
+        for answer in (pair["chosen"], pair["rejected"]):
+            full = len(tokenizer.apply_chat_template(pair["prompt"] + answer, tokenize=True))
+            full = min(full, max_length or full)
+            scored = max(full - prompt, 0)
+            forward = 2 * layers * per_layer * full + 2 * layers * d * full * full + 2 * d * vocab * scored
+            total += forward * 4
+    return total
+
+
+# --- the report ---------------------------------------------------------------------------------------
+
+
+def report(machine: dict[str, Any], cold: dict[str, Any], gen: dict[str, Any], train: dict[str, Any]) -> str:
+    trained = cold["eval"]["identity"]["trained"]
+    base = cold["eval"]["identity"]["base"]
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Written by `python bench/speed.py` on {machine['date']} at commit {machine['commit']}: {machine['cpu']}, "
+        f"{machine['cores']} cores, torch {machine['torch']} ({machine['threads']} threads). Every number below "
+        "comes from this one run; absolute times on this shared machine are noisy, ratios measured side by side "
+        "are what to compare. Large fp32 matrix product (2048 x 2048 x 2048, best of 3): "
+        f"{machine['matmul'] / 1e9:.0f} GFLOP/s at the start, {machine['matmul_end'] / 1e9:.0f} at the end; shares "
+        "below use the higher of the two (the harder bar).",
+        "",
+        "## 1. Time-to-identity (target: <= 5 min) and the no-op (target: <= 1.5 s)",
+        "",
+        "A clone of the commit with an empty DVC cache runs `dvc repro` with the default `params.yaml` "
+        "(fetching the data and the model from the installed wheel, 128 prompts, DPO, and the evaluation that "
+        "proves the new identity).",
+        "",
+        "| stage | seconds (incl. Python start and imports) |",
+        "|---|---:|",
+        *[f"| {s['stage']} | {s['seconds']:.1f} |" for s in cold["stages"]],
+        f"| **`dvc repro` wall time, cold** | **{cold['wall']:.1f}** ({cold['wall'] / 60:.1f} min) |",
+        "",
+        "Held-out identity questions (`data/eval/identity_questions.jsonl`, never trained on), new name / old name:",
+        "",
+        "| system prompt | base model | trained model |",
+        "|---|---|---|",
+        *[
+            f"| {kind} | {base[kind]['new_name_rate']:.1%} / {base[kind]['old_name_rate']:.1%} | "
+            f"{trained[kind]['new_name_rate']:.1%} / {trained[kind]['old_name_rate']:.1%} |"
+            for kind in ("neutral", "default")
+        ],
+        "",
+        f"General drift (mean per-token KL on unrelated prompts): {cold['eval']['general']['mean_token_kl']:.3f}.",
+        "",
+        f"`dvc repro` with nothing changed, 5 times: median {statistics.median(cold['noop']):.2f} s "
+        f"(min {min(cold['noop']):.2f}, max {max(cold['noop']):.2f}).",
+        "",
+        "## 2. Pair generation (target: >= 150 new tokens/s)",
+        "",
+        f"{gen['prompts']} identity prompts with the real default model (SmolLM2-135M-Instruct, fp32), greedy, "
+        f"at most {gen['max_new_tokens']} new tokens, batches of {gen['batch_size']} where batched. "
+        "Identical = the same answer text as the lesson's one-prompt-at-a-time loop.",
+        "",
+        "| method | seconds | new tokens | new tokens/s | vs lesson | identical answers |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    lesson_rate = gen["runs"]["lesson"]["tokens"] / gen["runs"]["lesson"]["seconds"]
+    names = {"lesson": "lesson: one prompt at a time, `generate`",
+             "transformers": "transformers `generate`, our sorted left-padded batches",
+             "ours": "ours: grouped prefill, finished rows leave, cache with room"}  # fmt: skip
+    for key, result in gen["runs"].items():
+        rate = result["tokens"] / result["seconds"]
+        lines.append(
+            f"| {names[key]} | {result['seconds']:.1f} | {result['tokens']} | {rate:.1f} | "
+            f"{rate / lesson_rate:.1f}x | {result['identical']}/{gen['prompts']} |"
+        )
+    lines += [
+        "",
+        "## 3. DPO training (targets: >= 50% of the matrix product's FLOP/s, <= 4 GB peak)",
+        "",
+        f"The first {train['ours']['pairs']} pairs of the cold run, one epoch, each configuration in a fresh "
+        "process; seconds from loading the model to the saved result (reference log-probs included). Model "
+        "FLOPs are counted the same way for all (`training_flops`: real tokens, LM head on answer tokens, "
+        "x3 for the policy + 1 reference forward; recomputation and padding not counted).",
+        "",
+        "| configuration | seconds | pairs/s | vs lesson | model TFLOP | achieved GFLOP/s | share of matmul | peak RSS |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    lesson_pps = train["lesson"]["pairs"] / train["lesson"]["seconds"]
+    peak = max(machine["matmul"], machine["matmul_end"])
+    labels = {"lesson": "lesson: batch 1 x accum 8, reference every step, TRL's LM head",
+              "ours": "ours (params.yaml): batch 8, reference precomputed, answer-only LM head",
+              "ours+checkpointing": "ours + `train.activation_checkpointing: true`"}  # fmt: skip
+    for key, result in train.items():
+        pps = result["pairs"] / result["seconds"]
+        lines.append(
+            f"| {labels[key]} | {result['seconds']:.1f} | {pps:.2f} | {pps / lesson_pps:.1f}x | "
+            f"{result['flops'] / 1e12:.2f} | {result['flops'] / result['seconds'] / 1e9:.1f} | "
+            f"{result['flops'] / result['seconds'] / peak:.0%} | {result['peak_bytes'] / 2**30:.2f} GiB |"
+        )
+    lines.append("")
+    return "\n".join(lines)
+
+
+def machine_facts() -> dict[str, Any]:
+    import torch
+
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())  # fmt: skip
+    return {"date": datetime.date.today().isoformat(), "commit": commit.stdout.strip(), "cpu": cpu,
+            "cores": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads()}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes, to check the script")
+    parser.add_argument("--train-worker", help=argparse.SUPPRESS)
+    parser.add_argument("--clone", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--pairs", type=int, default=32, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.train_worker:
+        train_worker(args.train_worker, args.clone, args.pairs)
+        return
+    from identity_dpo.atomic import write_text
+
+    machine = machine_facts()
+    machine["matmul"] = matmul_flops()
+    with tempfile.TemporaryDirectory(prefix="identity-dpo-bench-") as work:
+        clone = Path(work) / "clone"
+        print("1/3 cold start: dvc repro from an empty cache ...", file=sys.stderr, flush=True)
+        cold = cold_start(clone, args.quick)
+        print("2/3 pair generation ...", file=sys.stderr, flush=True)
+        gen = generation(clone, 16 if args.quick else 64, 48, 64)
+        print("3/3 DPO training ...", file=sys.stderr, flush=True)
+        train = training(clone, 8 if args.quick else 32)
+    machine["matmul_end"] = matmul_flops()
+    text = report(machine, cold, gen, train)
+    if not args.quick:  # a quick run's numbers mean little: printed only
+        write_text(RESULTS, text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

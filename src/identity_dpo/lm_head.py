@@ -1,0 +1,137 @@
+"""Log-probabilities of the answer tokens for DPO on a CPU, computed where the labels are.
+
+TRL's DPOTrainer swaps the model's LM head for a fused one that returns per-token log-probs without
+materializing the whole (batch, length, vocabulary) logits. Without Triton (on any CPU) that head
+scores every position, prompt included, in tiles of 4096 tokens x 32768 vocabulary entries with a
+dozen full-tile temporaries: measured here, it was 40% of a training step and most of its 8 GB peak.
+This head projects only the positions that carry a label (the answer tokens), a chunk of tokens at
+a time, and recomputes a chunk's logits in the backward pass instead of keeping them, so memory
+stays bounded whatever the batch. It returns what TRL's head returns (TRL's loss code reads the
+same fields); tests/test_lm_head.py checks both give the same log-probs, gradients and DPO loss.
+
+Used on CPU training only; on a GPU, TRL's Triton kernels do the same job.
+"""
+
+from __future__ import annotations
+
+import functools
+import types
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+
+CHUNK_TOKENS = 512  # logits of 512 tokens x a 49k vocabulary: 100 MB in fp32
+HEAD_OUTPUTS = ("log_probs", "entropy", "mean_logits", "is_top1")  # the per-token fields this head computes
+
+
+class _AnswerLogProbs(torch.autograd.Function):
+    """log p(target) for each row of `hidden` under the head `weight`, plus entropy, mean logit and top-1 hit."""
+
+    @staticmethod
+    def forward(ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        n = hidden.size(0)
+        log_z, log_probs, entropy, mean_logits, is_top1 = (
+            hidden.new_empty(n), hidden.new_empty(n), hidden.new_empty(n), hidden.new_empty(n),
+            torch.empty(n, dtype=torch.bool, device=hidden.device),
+        )  # fmt: skip
+        for rows in _chunks(n):
+            logits = hidden[rows] @ weight.T
+            target_logits = logits.gather(-1, targets[rows, None]).squeeze(-1)
+            log_z[rows] = torch.logsumexp(logits, dim=-1)
+            log_probs[rows] = target_logits - log_z[rows]
+            mean_logits[rows] = logits.mean(-1)
+            is_top1[rows] = logits.argmax(-1) == targets[rows]  # the first maximum, as TRL counts it
+            entropy[rows] = log_z[rows] - (torch.softmax(logits, dim=-1) * logits).sum(-1)
+        ctx.save_for_backward(hidden, weight, targets, log_z)
+        ctx.mark_non_differentiable(entropy, mean_logits, is_top1)
+        return log_probs, entropy, mean_logits, is_top1
+
+    @staticmethod
+    def backward(ctx: Any, grad_log_probs: torch.Tensor, *_: Any) -> tuple[torch.Tensor | None, ...]:
+        hidden, weight, targets, log_z = ctx.saved_tensors
+        need_hidden, need_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_hidden = torch.empty_like(hidden) if need_hidden else None
+        grad_weight = torch.zeros_like(weight) if need_weight else None
+        for rows in _chunks(hidden.size(0)):
+            # d log p(target) / d logits = onehot(target) - softmax(logits)
+            grad_logits = (hidden[rows] @ weight.T).sub_(log_z[rows, None]).exp_().neg_()
+            grad_logits.scatter_add_(-1, targets[rows, None], torch.ones_like(grad_logits[:, :1]))
+            grad_logits.mul_(grad_log_probs[rows, None])
+            if grad_hidden is not None:
+                grad_hidden[rows] = grad_logits @ weight
+            if grad_weight is not None:
+                grad_weight.addmm_(grad_logits.T, hidden[rows])
+        return grad_hidden, grad_weight, None
+
+
+def _chunks(n: int) -> Iterator[slice]:
+    for start in range(0, n, CHUNK_TOKENS):
+        yield slice(start, min(start + CHUNK_TOKENS, n))
+
+
+def answer_log_probs(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Per-position (log_probs, entropy, mean_logits, is_top1) of next-token `labels`; zero where a label is -100.
+
+    `hidden` is (batch, length, width), `labels` (batch, length), already shifted to the position they follow.
+    """
+    mask = labels != -100
+    values = _AnswerLogProbs.apply(hidden[mask], weight, labels[mask])
+    # masked_scatter keeps the result connected to the graph even when no position has a label
+    return tuple(v.new_zeros(mask.shape).masked_scatter(mask, v) for v in values)
+
+
+def add_answer_lm_head(model: Any, temperature: float = 1.0, cast_lm_head_to_fp32: bool = False,
+                       outputs: tuple[str, ...] = ("log_probs",), *, fallback: Any) -> None:  # fmt: skip
+    """TRL's `add_fused_lm_head`, for the cases this head covers; anything else goes to TRL's own (`fallback`)."""
+    config = model.config.get_text_config()
+    scaled = any(getattr(config, key, None) not in (None, 1.0) for key in ("logit_scale", "logits_scaling",
+                 "output_multiplier", "lm_head_multiplier", "final_logit_softcapping"))  # fmt: skip
+    lm_head = model.get_output_embeddings()
+    if temperature != 1.0 or scaled or set(outputs) - set(HEAD_OUTPUTS) or getattr(lm_head, "bias", None) is not None:
+        fallback(model, temperature=temperature, cast_lm_head_to_fp32=cast_lm_head_to_fp32, outputs=outputs)
+        return
+    from trl.trainer.utils import FusedCausalLMOutput
+
+    original_forward = model.forward
+
+    @functools.wraps(type(model).forward)  # generate() checks its keyword arguments against this signature
+    def forward(self: Any, *args: Any, fused_lm_head: bool = False, labels: Any = None, **kwargs: Any) -> Any:
+        if not fused_lm_head:
+            if labels is not None:
+                kwargs["labels"] = labels
+            return original_forward(*args, **kwargs)
+        kwargs.pop("num_items_in_batch", None)
+        kwargs["use_cache"] = False
+        hidden = self.base_model(*args, **kwargs).last_hidden_state[:, :-1]
+        shifted = labels[:, 1:]
+        log_probs, entropy, mean_logits, is_top1 = answer_log_probs(hidden, self.get_output_embeddings().weight, shifted)
+        mask = shifted != -100
+        return FusedCausalLMOutput(
+            loss=-log_probs.sum() / mask.sum().clamp(min=1),
+            log_probs=log_probs,
+            entropy=entropy,
+            mean_logits=mean_logits,
+            is_top1=is_top1,
+            label_mask=mask,
+        )
+
+    model.forward = types.MethodType(forward, model)
+
+
+@contextmanager
+def answer_only_lm_head(enabled: bool) -> Iterator[None]:
+    """While a DPOTrainer is built, have it install this head instead of its own (it does so in __init__,
+    before it precomputes the reference log-probs); the model keeps the head afterwards."""
+    if not enabled:
+        yield
+        return
+    from trl.trainer import dpo_trainer
+
+    original = dpo_trainer.add_fused_lm_head
+    dpo_trainer.add_fused_lm_head = functools.partial(add_answer_lm_head, fallback=original)
+    try:
+        yield
+    finally:
+        dpo_trainer.add_fused_lm_head = original
