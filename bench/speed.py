@@ -244,6 +244,8 @@ def training_flops(model_dir: Path, pairs: list[dict], max_length: int | None) -
     """
     from transformers import AutoConfig, AutoTokenizer
 
+    from identity_dpo.generation import render_prompt
+
     config = AutoConfig.from_pretrained(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     d, layers, vocab = config.hidden_size, config.num_hidden_layers, config.vocab_size
@@ -251,9 +253,10 @@ def training_flops(model_dir: Path, pairs: list[dict], max_length: int | None) -
     per_layer = d * d * 2 + d * kv * 2 + 3 * d * config.intermediate_size  # q, o; k, v; gate, up, down
     total = 0.0
     for pair in pairs:
-        prompt = len(tokenizer.apply_chat_template(pair["prompt"], add_generation_prompt=True, tokenize=True))
+        prompt = len(render_prompt(tokenizer, pair["prompt"]))
         for answer in (pair["chosen"], pair["rejected"]):
-            full = len(tokenizer.apply_chat_template(pair["prompt"] + answer, tokenize=True))
+            text = tokenizer.apply_chat_template(pair["prompt"] + answer, tokenize=False)
+            full = len(tokenizer(text, add_special_tokens=False)["input_ids"])
             full = min(full, max_length or full)
             scored = max(full - prompt, 0)
             forward = 2 * layers * per_layer * full + 2 * layers * d * full * full + 2 * d * vocab * scored
@@ -319,7 +322,7 @@ def report(machine: dict[str, Any], cold: dict[str, Any], gen: dict[str, Any], t
     for key, result in gen["runs"].items():
         rate = result["tokens"] / result["seconds"]
         lines.append(
-            f"| {names[key]} | {result['seconds']:.1f} | {result['tokens']} | {rate:.1f} | "
+            f"| {names[key]} | {result['seconds']:.2f} | {result['tokens']} | {rate:.1f} | "
             f"{rate / lesson_rate:.1f}x | {result['identical']}/{gen['prompts']} |"
         )
     lines += [

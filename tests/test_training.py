@@ -248,3 +248,25 @@ def test_interrupted_stage_resumes_from_its_checkpoint(
 def test_checkpoint_folder_is_ignored_by_git_and_dvc() -> None:
     assert "checkpoints/" in (ROOT / ".gitignore").read_text().splitlines()
     assert "checkpoints/" in (ROOT / ".dvcignore").read_text().splitlines()
+
+
+def test_group_by_length_orders_batches_of_similar_length(tiny_model_dir: Path, default_params: dict[str, Any]) -> None:
+    from transformers import AutoTokenizer
+
+    from identity_dpo.training import _pair_tokens, training_order
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    pairs = make_pairs(24)
+    for i, pair in enumerate(pairs):  # lengths that vary, in no order
+        pair["chosen"][0]["content"] += " More words." * ((i * 7) % 11)
+    params = train_params(default_params, group_by_length=True)
+    order = training_order(pairs, tokenizer, params)
+    assert sorted(p["id"] for p in order) == sorted(p["id"] for p in pairs)
+    assert order == training_order(pairs, tokenizer, params)  # seeded
+    lengths = [_pair_tokens(tokenizer, p) for p in order]
+    batches = [sorted(lengths[i : i + 4]) for i in range(0, 24, 4)]
+    # each batch is a run of the sorted lengths, and the batches are not simply sorted
+    assert sorted(x for b in batches for x in b) == sorted(lengths)
+    assert all(b[-1] <= c[0] or c[-1] <= b[0] for b in batches for c in batches if b is not c)
+    assert [b[0] for b in batches] != sorted(b[0] for b in batches)
+    assert training_order(pairs, tokenizer, train_params(default_params, group_by_length=False)) == pairs

@@ -144,6 +144,8 @@ class TrainParams:
     # Recompute each layer's activations in the backward pass instead of keeping them: ~2.5 GB less at batch 8
     # on the default model, for about a quarter more compute (bench/speed.py measures both).
     activation_checkpointing: bool = False
+    # Batches of pairs of similar length (in a seeded random order) instead of random batches: less padding.
+    group_by_length: bool = True
     lora: LoraParams = field(default_factory=LoraParams)
     launch: LaunchParams = field(default_factory=LaunchParams)
     # Save a checkpoint every checkpoint_steps optimizer steps to checkpoints/train/ (never a DVC output) and,

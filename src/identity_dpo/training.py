@@ -16,6 +16,7 @@ import importlib.util
 import json
 import math
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -86,6 +87,8 @@ def dpo_config(params: TrainParams, scratch_dir: Path, num_pairs: int, checkpoin
         warmup_steps=round(params.warmup_ratio * steps_per_epoch * params.epochs),
         seed=params.seed,
         data_seed=params.seed,
+        # group_by_length: training_order has already put the pairs in their (seeded) order
+        train_sampling_strategy="sequential" if params.group_by_length else "random",
         # Without native bf16 a CPU emulates it (measured 24x slower).
         bf16=precision == "bf16",
         fp16=precision == "fp16",
@@ -231,7 +234,7 @@ def train_dpo(
             model=model,
             ref_model=None,  # TRL reloads the reference from model_dir, a local folder, or precomputes it
             args=args,
-            train_dataset=_dataset(pairs, args, scratch_dir),
+            train_dataset=_dataset(training_order(pairs, tokenizer, params), args, scratch_dir),
             processing_class=tokenizer,
             callbacks=[logger, *callbacks],
             peft_config=lora_config(params.lora),
@@ -260,6 +263,33 @@ def release_freed_memory() -> None:
         ctypes.CDLL("libc.so.6").mallopt(_M_MMAP_THRESHOLD, 1 << 20)
     except (OSError, AttributeError):  # not glibc (musl, macOS): its allocator keeps its own policy
         pass
+
+
+def training_order(pairs: list[dict[str, Any]], tokenizer: Any, params: TrainParams) -> list[dict[str, Any]]:
+    """The pairs in the order they are trained in; unchanged unless `train.group_by_length`.
+
+    A batch is padded to its longest sequence, and a third of the default prompts are multi-turn (2-3x longer),
+    so random batches nearly always hold one: measured, 2048 padded tokens per step for about 1300 real ones.
+    Grouped, each batch holds pairs of similar length (sorted, cut into batches), and the batches come in a
+    random order drawn from `train.seed`, so training does not run from short to long.
+    """
+    if not params.group_by_length:
+        return pairs
+    lengths = [_pair_tokens(tokenizer, pair) for pair in pairs]
+    by_length = sorted(range(len(pairs)), key=lambda i: (lengths[i], i))
+    step = params.batch_size * params.launch.processes  # the pairs one micro-step reads, all processes together
+    batches = [by_length[i : i + step] for i in range(0, len(by_length), step)]
+    random.Random(params.seed).shuffle(batches)
+    return [pairs[i] for batch in batches for i in batch]
+
+
+def _pair_tokens(tokenizer: Any, pair: dict[str, Any]) -> int:
+    """Tokens of the longer of the pair's two sequences (prompt + answer), as the trainer pads them."""
+    return max(
+        len(tokenizer(tokenizer.apply_chat_template(pair["prompt"] + pair[side], tokenize=False),
+                      add_special_tokens=False)["input_ids"])
+        for side in ("chosen", "rejected")
+    )  # fmt: skip
 
 
 def _dataset(pairs: list[dict[str, Any]], args: Any, scratch_dir: Path) -> Any:
