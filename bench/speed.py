@@ -36,6 +36,8 @@ from transformers import TrainerCallback
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 RESULTS = ROOT / "BENCHMARKS.md"
+# The issue's absolute targets (150 tokens/s, 5 minutes) were set on a machine with this matrix-product speed.
+TARGET_MACHINE_GFLOPS = 150
 LESSON_TRAIN = {"beta": 0.2, "per_device_train_batch_size": 1, "gradient_accumulation_steps": 8,
                 "num_train_epochs": 1, "learning_rate": 5e-5, "logging_steps": 2}  # fmt: skip
 
@@ -68,6 +70,8 @@ def run(cwd: Path, *args: str) -> float:
 
 
 def cold_start(clone: Path, quick: bool) -> dict[str, Any]:
+    import yaml
+
     run(ROOT, "git", "clone", "-q", str(ROOT), str(clone))
     run(clone, "dvc", "cache", "dir", "--local", str(clone.parent / "empty-cache"))
     if quick:
@@ -78,7 +82,10 @@ def cold_start(clone: Path, quick: bool) -> dict[str, Any]:
     stages = [json.loads(line) for line in (clone / "logs" / "stage_times.jsonl").read_text().splitlines()]
     evaluation = json.loads((clone / "metrics" / "eval.json").read_text())
     noop = [run(clone, "dvc", "repro") for _ in range(5)]
-    return {"wall": wall, "stages": stages, "eval": evaluation, "noop": noop}
+    params = yaml.safe_load((clone / "params.yaml").read_text())
+    pairs = json.loads((clone / "metrics" / "pairs.json").read_text())["pairs"]
+    return {"wall": wall, "stages": stages, "eval": evaluation, "noop": noop, "prompts": params["pairs"]["max_prompts"],
+            "pairs": pairs, "batch_size": params["train"]["batch_size"]}  # fmt: skip
 
 
 def _quick_params(path: Path) -> None:
@@ -105,72 +112,57 @@ def lesson_generate(model: Any, tokenizer: Any, conversations: list, max_new_tok
 
 def transformers_batches(model: Any, tokenizer: Any, conversations: list, max_new_tokens: int, batch_size: int) -> list:
     """transformers' `generate` on the same sorted, left-padded batches our loop gets (every row runs to the end)."""
-    import torch
-    from transformers import GenerationConfig
-
-    from identity_dpo.generation import render_prompt, stop_token_ids
+    from identity_dpo.generation import longest_first, render_prompt, stop_token_ids, transformers_generate
 
     prompts = [render_prompt(tokenizer, m) for m in conversations]
     stops = stop_token_ids(model, tokenizer)
-    order = sorted(range(len(prompts)), key=lambda i: (-len(prompts[i]), i))
+    order = longest_first(prompts)
     answers: list[list[int]] = [[] for _ in prompts]
-    config = GenerationConfig(do_sample=False, max_new_tokens=max_new_tokens, eos_token_id=stops,
-                              pad_token_id=tokenizer.pad_token_id)  # fmt: skip
     for start in range(0, len(order), batch_size):
         batch = order[start : start + batch_size]
-        width = max(len(prompts[i]) for i in batch)
-        ids = torch.full((len(batch), width), tokenizer.pad_token_id)
-        mask = torch.zeros_like(ids)
-        for row, i in enumerate(batch):
-            ids[row, width - len(prompts[i]) :] = torch.tensor(prompts[i])
-            mask[row, width - len(prompts[i]) :] = 1
-        output = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
-        for row, i in enumerate(batch):
-            answers[i] = output[row, width:].tolist()
+        rows = transformers_generate(model, [prompts[i] for i in batch], max_new_tokens, stops, tokenizer.pad_token_id)
+        for i, row in zip(batch, rows, strict=True):
+            answers[i] = row
     return answers
-
-
-def until_stop(tokens: list[int], stops: set[int]) -> list[int]:
-    for k, token in enumerate(tokens):
-        if token in stops:
-            return tokens[:k]
-    return tokens
 
 
 def generation(clone: Path, prompts: int, max_new_tokens: int, batch_size: int) -> dict[str, Any]:
     import torch
 
     from identity_dpo.data import read_prompts
-    from identity_dpo.generation import generate, stop_token_ids, with_system
+    from identity_dpo.generation import generate, stop_token_ids, to_generation, with_system
     from identity_dpo.models import load_model
     from identity_dpo.pairs import select_prompts
 
     model, tokenizer = load_model(clone / "models" / "base")
     model.eval()
+    per_token = 2 * sum(linear_weights(model.config))  # FLOPs of one new token through every linear layer
     chosen = select_prompts(read_prompts(clone / "data" / "identity" / "prompts.jsonl"), prompts, 0)
     conversations = [with_system(p.messages, None) for p in chosen]
-    stops = set(stop_token_ids(model, tokenizer))
+    stops = stop_token_ids(model, tokenizer)
+
+    def answers(rows: list[list[int]]) -> list:
+        return [to_generation(tokenizer, row, stops) for row in rows]
+
     runs: dict[str, Any] = {}
     with torch.inference_mode():
         for name, produce in (
-            ("lesson", lambda: lesson_generate(model, tokenizer, conversations, max_new_tokens)),
-            ("transformers", lambda: transformers_batches(model, tokenizer, conversations, max_new_tokens, batch_size)),
+            ("lesson", lambda: answers(lesson_generate(model, tokenizer, conversations, max_new_tokens))),
+            ("transformers", lambda: answers(transformers_batches(model, tokenizer, conversations, max_new_tokens,
+                                                                  batch_size))),
             ("ours", lambda: generate(model, tokenizer, conversations, max_new_tokens=max_new_tokens,
                                       batch_size=batch_size)),
         ):  # fmt: skip
             start = time.perf_counter()
             produced = produce()
             seconds = time.perf_counter() - start
-            texts = [
-                g.text if hasattr(g, "text") else tokenizer.decode(until_stop(g, stops), skip_special_tokens=True).strip()
-                for g in produced
-            ]
-            tokens = sum(g.new_tokens if hasattr(g, "new_tokens") else len(until_stop(g, stops)) for g in produced)
-            runs[name] = {"seconds": seconds, "tokens": tokens, "texts": texts}
+            runs[name] = {"seconds": seconds, "tokens": sum(g.new_tokens for g in produced),
+                          "texts": [g.text for g in produced]}  # fmt: skip
     lesson = runs["lesson"]["texts"]
     for result in runs.values():
         result["identical"] = sum(a == b for a, b in zip(result.pop("texts"), lesson, strict=True))
-    return {"prompts": len(conversations), "max_new_tokens": max_new_tokens, "batch_size": batch_size, "runs": runs}
+    return {"prompts": len(conversations), "max_new_tokens": max_new_tokens, "batch_size": batch_size, "runs": runs,
+            "flops_per_token": per_token}  # fmt: skip
 
 
 # --- 3. DPO training, one configuration per process ------------------------------------------------------
@@ -264,24 +256,30 @@ def training_flops(model_dir: Path, pairs: list[dict], max_length: int | None) -
     """
     from transformers import AutoConfig, AutoTokenizer
 
-    from identity_dpo.generation import render_prompt
+    from identity_dpo.generation import render_prompt, render_tokens
 
     config = AutoConfig.from_pretrained(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    d, layers, vocab = config.hidden_size, config.num_hidden_layers, config.vocab_size
-    kv = config.num_key_value_heads * (d // config.num_attention_heads)
-    per_layer = d * d * 2 + d * kv * 2 + 3 * d * config.intermediate_size  # q, o; k, v; gate, up, down
+    decoder, head = linear_weights(config)
+    d, layers = config.hidden_size, config.num_hidden_layers
     total = 0.0
     for pair in pairs:
         prompt = len(render_prompt(tokenizer, pair["prompt"]))
         for answer in (pair["chosen"], pair["rejected"]):
-            text = tokenizer.apply_chat_template(pair["prompt"] + answer, tokenize=False)
-            full = len(tokenizer(text, add_special_tokens=False)["input_ids"])
+            full = len(render_tokens(tokenizer, pair["prompt"] + answer))
             full = min(full, max_length or full)
             scored = max(full - prompt, 0)
-            forward = 2 * layers * per_layer * full + 2 * layers * d * full * full + 2 * d * vocab * scored
+            forward = 2 * decoder * full + 2 * layers * d * full * full + 2 * head * scored
             total += forward * 4
     return total
+
+
+def linear_weights(config: Any) -> tuple[int, int]:
+    """Weights of the decoder's linear layers (all of them) and of the LM head: FLOPs per token are twice each."""
+    d = config.hidden_size
+    kv = config.num_key_value_heads * (d // config.num_attention_heads)
+    per_layer = d * d * 2 + d * kv * 2 + 3 * d * config.intermediate_size  # q, o; k, v; gate, up, down
+    return config.num_hidden_layers * per_layer, d * config.vocab_size
 
 
 # --- the report ---------------------------------------------------------------------------------------
@@ -290,6 +288,7 @@ def training_flops(model_dir: Path, pairs: list[dict], max_length: int | None) -
 def report(machine: dict[str, Any], cold: dict[str, Any], gen: dict[str, Any], train: dict[str, Any]) -> str:
     trained = cold["eval"]["identity"]["trained"]
     base = cold["eval"]["identity"]["base"]
+    peak = max(machine["matmul"], machine["matmul_end"])
     lines = [
         "# Benchmarks",
         "",
@@ -302,14 +301,20 @@ def report(machine: dict[str, Any], cold: dict[str, Any], gen: dict[str, Any], t
         "",
         "## 1. Time-to-identity (target: <= 5 min) and the no-op (target: <= 1.5 s)",
         "",
-        "A clone of the commit with an empty DVC cache runs `dvc repro --force` (every stage) with the default `params.yaml` "
-        "(fetching the data and the model from the installed wheel, 128 prompts, DPO, and the evaluation that "
-        "proves the new identity).",
+        "A clone of the commit with an empty DVC cache runs `dvc repro --force` (every stage) with the default "
+        f"`params.yaml`: fetching the data and the model from the installed wheel, answers to {cold['prompts']} "
+        f"prompts ({cold['pairs']} pairs), DPO in batches of {cold['batch_size']}, and the evaluation that proves "
+        "the new identity.",
         "",
         "| stage | seconds (incl. Python start and imports) |",
         "|---|---:|",
         *[f"| {s['stage']} | {s['seconds']:.1f} |" for s in cold["stages"]],
         f"| **`dvc repro` wall time, cold** | **{cold['wall']:.1f}** ({cold['wall'] / 60:.1f} min) |",
+        "",
+        f"The targets were set on a machine whose matrix product ran at {TARGET_MACHINE_GFLOPS} GFLOP/s; this one "
+        f"ran at {peak / 1e9:.0f}. Scaled by that ratio (an estimate, assuming every second scales with it, which "
+        "overstates it for the parts that do not compute): "
+        f"{cold['wall'] * peak / 1e9 / TARGET_MACHINE_GFLOPS / 60:.1f} min.",
         "",
         "Held-out identity questions (`data/eval/identity_questions.jsonl`, never trained on), new name / old name:",
         "",
@@ -330,10 +335,13 @@ def report(machine: dict[str, Any], cold: dict[str, Any], gen: dict[str, Any], t
         "",
         f"{gen['prompts']} identity prompts with the real default model (SmolLM2-135M-Instruct, fp32), greedy, "
         f"at most {gen['max_new_tokens']} new tokens, batches of {gen['batch_size']} where batched. "
-        "Identical = the same answer text as the lesson's one-prompt-at-a-time loop.",
+        "Identical = the same answer text as the lesson's one-prompt-at-a-time loop. Share of matmul = new "
+        f"tokens/s x {gen['flops_per_token'] / 1e9:.2f} GFLOP per token (every linear layer, the LM head included) "
+        f"/ the matrix product's FLOP/s: the target, 150 tokens/s at {TARGET_MACHINE_GFLOPS} GFLOP/s, is a share of "
+        f"{150 * gen['flops_per_token'] / 1e9 / TARGET_MACHINE_GFLOPS:.0%}.",
         "",
-        "| method | seconds | new tokens | new tokens/s | vs lesson | identical answers |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| method | seconds | new tokens | new tokens/s | vs lesson | share of matmul | identical answers |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     lesson_rate = gen["runs"]["lesson"]["tokens"] / gen["runs"]["lesson"]["seconds"]
     names = {"lesson": "lesson: one prompt at a time, `generate`",
@@ -343,7 +351,8 @@ def report(machine: dict[str, Any], cold: dict[str, Any], gen: dict[str, Any], t
         rate = result["tokens"] / result["seconds"]
         lines.append(
             f"| {names[key]} | {result['seconds']:.2f} | {result['tokens']} | {rate:.1f} | "
-            f"{rate / lesson_rate:.1f}x | {result['identical']}/{gen['prompts']} |"
+            f"{rate / lesson_rate:.1f}x | {rate * gen['flops_per_token'] / peak:.0%} | "
+            f"{result['identical']}/{gen['prompts']} |"
         )
     lines += [
         "",
@@ -361,9 +370,8 @@ def report(machine: dict[str, Any], cold: dict[str, Any], gen: dict[str, Any], t
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     lesson_pps = train["lesson"]["pairs"] / train["lesson"]["seconds"]
-    peak = max(machine["matmul"], machine["matmul_end"])
     labels = {"lesson": "lesson: batch 1 x accum 8, reference every step, TRL's LM head",
-              "ours": "ours (params.yaml): batch 8, reference precomputed, answer-only LM head",
+              "ours": f"ours (params.yaml): batch {cold['batch_size']}, reference precomputed, answer-only LM head",
               "ours+checkpointing": "ours + `train.activation_checkpointing: true`"}  # fmt: skip
     for key, result in train.items():
         pps = result["pairs"] / result["seconds"]

@@ -125,6 +125,26 @@ def test_decoding_loop_gives_the_tokens_of_transformers_generate(
         assert answer == alone[0, len(prompt) :].tolist()
 
 
+def test_sliding_window_models_get_the_tokens_of_transformers_generate() -> None:
+    """Our loop keeps every position in the cache, where a sliding-window model's own cache forgets those past
+    the window: answers running well past the window must still be exactly what `generate` gives."""
+    import torch
+    from transformers import GenerationConfig, MistralConfig, MistralForCausalLM
+
+    torch.manual_seed(0)
+    config = MistralConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=2, sliding_window=6, initializer_range=1.0)
+    model = MistralForCausalLM(config).eval()  # fmt: skip
+    prompts = [[5, 9, 13, 2], [7, 1, 3, 3, 8, 21, 4, 30], [11]]
+    with torch.inference_mode():
+        ours = greedy_decode(model, prompts, 10, [], 0)
+        for prompt, answer in zip(prompts, ours, strict=True):
+            ids = torch.tensor([prompt])
+            settings = GenerationConfig(do_sample=False, max_new_tokens=10, pad_token_id=0)
+            alone = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=settings)
+            assert answer == alone[0, len(prompt) :].tolist()
+
+
 def test_with_system_replaces_any_existing_system_message() -> None:
     messages = [{"role": "system", "content": "old"}, {"role": "user", "content": "hi"}]
     assert with_system(messages, "new") == [{"role": "system", "content": "new"}, {"role": "user", "content": "hi"}]

@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from identity_dpo.errors import ParamsError
@@ -52,9 +52,29 @@ def with_system(messages: Sequence[Message], system_prompt: str | None) -> list[
 
 
 def render_prompt(tokenizer: PreTrainedTokenizerBase, messages: Sequence[Message]) -> list[int]:
-    text = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
+    """The tokens the model reads before answering `messages`."""
+    return render_tokens(tokenizer, messages, add_generation_prompt=True)
+
+
+def render_tokens(
+    tokenizer: PreTrainedTokenizerBase, messages: Sequence[Message], *, add_generation_prompt: bool = False
+) -> list[int]:
+    """The tokens of a conversation as the chat template writes it (a full one, as trained on, by default)."""
+    text = tokenizer.apply_chat_template(list(messages), add_generation_prompt=add_generation_prompt, tokenize=False)
     # The template already writes the special tokens the model expects; adding BOS again would shift it.
     return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def longest_first(prompts: Sequence[Sequence[int]]) -> list[int]:
+    """Indexes of `prompts`, longest first (ties in input order): batches of similar length waste little on padding."""
+    return sorted(range(len(prompts)), key=lambda i: (-len(prompts[i]), i))
+
+
+def to_generation(tokenizer: PreTrainedTokenizerBase, tokens: Sequence[int], stops: Sequence[int]) -> Generation:
+    """An answer from its new tokens: the text up to the first stop token, if the model said one."""
+    ends = [k for k, token in enumerate(tokens) if token in stops]
+    new = list(tokens[: ends[0]] if ends else tokens)
+    return Generation(tokenizer.decode(new, skip_special_tokens=True).strip(), len(new), finished=bool(ends))
 
 
 def stop_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[int]:
@@ -85,7 +105,7 @@ def generate(
         return _generate_vllm(model, tokenizer, prompts, max_new_tokens)
     if backend != "transformers":
         raise ParamsError(f"generation backend: expected transformers or vllm, got {backend!r}")
-    order = sorted(range(len(prompts)), key=lambda i: (-len(prompts[i]), i))
+    order = longest_first(prompts)
     results: list[Generation | None] = [None] * len(prompts)
     model.eval()
     with torch.inference_mode():
@@ -117,23 +137,20 @@ def _context_size(model) -> int:  # noqa: ANN001
 def _generate_batch(model, tokenizer, prompts: list[list[int]], max_new_tokens: int) -> list[Generation]:  # noqa: ANN001
     stops = stop_token_ids(model, tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
-    results = []
-    for row in greedy_decode(model, prompts, max_new_tokens, stops, pad):
-        ends = [k for k, token in enumerate(row) if token in stops]
-        new = row[: ends[0]] if ends else row
-        text = tokenizer.decode(new, skip_special_tokens=True).strip()
-        results.append(Generation(text, len(new), finished=bool(ends)))
-    return results
+    rows = greedy_decode(model, prompts, max_new_tokens, stops, pad)
+    return [to_generation(tokenizer, row, stops) for row in rows]
 
 
 def greedy_decode(model, prompts: list[list[int]], max_new_tokens: int, stops: list[int], pad: int) -> list[list[int]]:  # noqa: ANN001
-    """The new tokens of each prompt (a stop token ends a row and is included), decoded greedily as one batch.
+    """The new tokens of each prompt, decoded greedily (a stop token ends a row; it and what follows are not answer).
 
     The same computation per row as `model.generate(do_sample=False)`, arranged for a CPU: prompts are read
     (prefilled) in groups of similar length, so little of that work goes to padding, then all rows decode
     together, and a finished row leaves the batch, so later steps compute only the rows still answering.
     New keys and values are written into room reserved at the end of the cache instead of copying the whole
-    cache every step. Pass prompts sorted by length (generate() does) to keep the groups' padding small.
+    cache every step; the cache keeps every position, also for sliding-window models, whose attention mask
+    already hides what is past the window. Pass prompts sorted by length (generate() does) to keep the groups'
+    padding small.
     """
     import torch
     from transformers import DynamicCache
@@ -195,15 +212,9 @@ def _prefill_groups(prompts: list[list[int]]) -> list[list[list[int]]]:
 
 def _prefill(model, prompts: list[list[int]], pad: int) -> tuple[Any, Any, Any]:  # noqa: ANN001
     """Read one group of prompts: their attention mask, their first answer tokens, and their cache layers."""
-    import torch
     from transformers import DynamicCache
 
-    width = max(len(p) for p in prompts)
-    input_ids = torch.full((len(prompts), width), pad, dtype=torch.long)
-    attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for row, prompt in enumerate(prompts):
-        input_ids[row, width - len(prompt) :] = torch.tensor(prompt)
-        attention_mask[row, width - len(prompt) :] = 1
+    input_ids, attention_mask = left_padded(prompts, pad)
     # Positions count real tokens only, so a left-padded prompt is positioned as if it stood alone.
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
     cache = DynamicCache(config=model.config)
@@ -212,6 +223,31 @@ def _prefill(model, prompts: list[list[int]], pad: int) -> tuple[Any, Any, Any]:
         past_key_values=cache, use_cache=True, logits_to_keep=1,
     ).logits  # fmt: skip
     return attention_mask, logits[:, -1].argmax(-1), cache.layers
+
+
+def transformers_generate(
+    model, prompts: list[list[int]], max_new_tokens: int, stops: list[int], pad: int  # noqa: ANN001
+) -> list[list[int]]:
+    """transformers' own greedy `generate` on one left-padded batch; every row runs until the longest ends."""
+    from transformers import GenerationConfig
+
+    config = GenerationConfig(do_sample=False, max_new_tokens=max_new_tokens, eos_token_id=stops, pad_token_id=pad)
+    input_ids, attention_mask = left_padded(prompts, pad)
+    output = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config)
+    return output[:, input_ids.size(1) :].tolist()
+
+
+def left_padded(prompts: list[list[int]], pad: int) -> tuple[Any, Any]:
+    """Token ids and attention mask of `prompts` as one batch, padded on the left (answers continue on the right)."""
+    import torch
+
+    width = max(len(p) for p in prompts)
+    input_ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+    attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        input_ids[row, width - len(prompt) :] = torch.tensor(prompt)
+        attention_mask[row, width - len(prompt) :] = 1
+    return input_ids, attention_mask
 
 
 def _left_pad(tensor: Any, width: int) -> Any:
@@ -314,9 +350,8 @@ def _generate_vllm(model, tokenizer, prompts: list[list[int]], max_new_tokens: i
     outputs = engine.generate([{"prompt_token_ids": p} for p in prompts], sampling, use_tqdm=False)
     results = []
     for output in outputs:  # vLLM returns them in input order
-        row = list(output.outputs[0].token_ids)
-        ends = [k for k, token in enumerate(row) if token in stops]
-        new = row[: ends[0]] if ends else row
-        text = tokenizer.decode(new, skip_special_tokens=True).strip()
-        results.append(Generation(text, len(new), finished=bool(ends) or output.outputs[0].finish_reason == "stop"))
+        answer = to_generation(tokenizer, output.outputs[0].token_ids, stops)
+        # vLLM may leave the stop token out of the tokens; its finish reason still tells.
+        stopped = answer.finished or output.outputs[0].finish_reason == "stop"
+        results.append(replace(answer, finished=stopped))
     return results

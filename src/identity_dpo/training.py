@@ -29,7 +29,7 @@ import yaml
 from transformers import TrainerCallback
 
 from identity_dpo.errors import ParamsError, PipelineError
-from identity_dpo.generation import render_prompt
+from identity_dpo.generation import render_prompt, render_tokens
 from identity_dpo.lm_head import answer_only_lm_head
 from identity_dpo.params import LoraParams, TrainParams
 
@@ -285,11 +285,7 @@ def training_order(pairs: list[dict[str, Any]], tokenizer: Any, params: TrainPar
 
 def _pair_tokens(tokenizer: Any, pair: dict[str, Any]) -> int:
     """Tokens of the longer of the pair's two sequences (prompt + answer), as the trainer pads them."""
-    return max(
-        len(tokenizer(tokenizer.apply_chat_template(pair["prompt"] + pair[side], tokenize=False),
-                      add_special_tokens=False)["input_ids"])
-        for side in ("chosen", "rejected")
-    )  # fmt: skip
+    return max(len(render_tokens(tokenizer, pair["prompt"] + pair[side])) for side in ("chosen", "rejected"))
 
 
 def _dataset(pairs: list[dict[str, Any]], args: Any, scratch_dir: Path) -> Any:
