@@ -147,19 +147,26 @@ def greedy_decode(model, prompts: list[list[int]], max_new_tokens: int, stops: l
     The same computation per row as `model.generate(do_sample=False)`, arranged for a CPU: prompts are read
     (prefilled) in groups of similar length, so little of that work goes to padding, then all rows decode
     together, and a finished row leaves the batch, so later steps compute only the rows still answering.
+    The tokens every prompt starts with (the chat template's system turn: a third to a half of a short chat
+    prompt) are read once, and each group reads only the rest (not for sliding-window models: see below).
     New keys and values are written into room reserved at the end of the cache instead of copying the whole
     cache every step; the cache keeps every position, also for sliding-window models, whose attention mask
-    already hides what is past the window. Pass prompts sorted by length (generate() does) to keep the groups'
-    padding small.
+    already hides what is past the window. Pass prompts sorted by length (generate() does) to keep the
+    groups' padding small.
     """
     import torch
     from transformers import DynamicCache
 
-    groups = [_prefill(model, group, pad) for group in _prefill_groups(prompts)]
+    cache = DynamicCache(config=model.config)
+    # A sliding window spans cache columns, not positions: the padding between a shared prefix and a shorter
+    # prompt would narrow that prompt's window, so sliding-window models read every prompt whole.
+    shared = 0 if any(cache.is_sliding) else _shared_prefix_length(prompts)
+    prefix = _read_prefix(model, prompts[0][:shared])
+    suffixes = [prompt[shared:] for prompt in prompts]
+    groups = [_prefill(model, group, pad, prefix) for group in _prefill_groups(suffixes)]
     width = max(mask.size(1) for mask, _, _ in groups)
     attention_mask = torch.cat([_left_pad(mask, width) for mask, _, _ in groups])
     next_tokens = torch.cat([first for _, first, _ in groups])
-    cache = DynamicCache(config=model.config)
     cache.layers = [
         _growing_layer_class()(
             torch.cat([_left_pad(layers[i].keys, width) for _, _, layers in groups]),
@@ -210,14 +217,45 @@ def _prefill_groups(prompts: list[list[int]]) -> list[list[list[int]]]:
     return groups
 
 
-def _prefill(model, prompts: list[list[int]], pad: int) -> tuple[Any, Any, Any]:  # noqa: ANN001
-    """Read one group of prompts: their attention mask, their first answer tokens, and their cache layers."""
+def _shared_prefix_length(prompts: list[list[int]]) -> int:
+    """How many tokens all prompts start with, leaving each at least one token of its own to read."""
+    shortest = min(len(prompt) for prompt in prompts)
+    first = prompts[0]
+    for k in range(shortest - 1):
+        if any(prompt[k] != first[k] for prompt in prompts):
+            return k
+    return max(shortest - 1, 0)
+
+
+def _read_prefix(model, tokens: list[int]) -> list[tuple[Any, Any]]:  # noqa: ANN001
+    """The keys and values of each layer for `tokens` read alone, at positions 0, 1, ... (none for no tokens)."""
+    import torch
+    from transformers import DynamicCache
+
+    if not tokens:
+        return []
+    cache = DynamicCache()  # plain layers keep every position (a config's sliding-window layers would drop some)
+    model(input_ids=torch.tensor([tokens]), past_key_values=cache, use_cache=True, logits_to_keep=1)
+    return [(layer.keys, layer.values) for layer in cache.layers]
+
+
+def _prefill(
+    model, prompts: list[list[int]], pad: int, prefix: list[tuple[Any, Any]]  # noqa: ANN001
+) -> tuple[Any, Any, Any]:
+    """Read one group of prompts after the shared `prefix`: the attention mask over prefix and prompts, their first
+    answer tokens, and their cache layers."""
+    import torch
     from transformers import DynamicCache
 
     input_ids, attention_mask = left_padded(prompts, pad)
-    # Positions count real tokens only, so a left-padded prompt is positioned as if it stood alone.
-    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-    cache = DynamicCache(config=model.config)
+    cache = DynamicCache()
+    for index, (keys, values) in enumerate(prefix):
+        cache.update(keys.expand(len(prompts), -1, -1, -1), values.expand(len(prompts), -1, -1, -1), index)
+    shared = cache.get_seq_length()
+    # Positions count real tokens only, so a left-padded prompt is positioned as if it stood alone; the padding
+    # between the prefix and a prompt is a hole in the mask.
+    attention_mask = torch.cat([attention_mask.new_ones((len(prompts), shared)), attention_mask], dim=-1)
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]
     logits = model(
         input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
         past_key_values=cache, use_cache=True, logits_to_keep=1,

@@ -18,8 +18,8 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from identity_dpo.errors import SourceError
@@ -125,7 +125,6 @@ def _load_from_hub(source: Source) -> tuple[PreTrainedModel, PreTrainedTokenizer
 
 def _load_from_wheel(source: Source) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from transformers.initialization import no_init_weights
 
     with tempfile.TemporaryDirectory(prefix="identity-dpo-wheel-") as scratch, _gguf_parsed_once():
