@@ -360,7 +360,8 @@ def report(machine: dict[str, Any], cold: dict[str, Any], gen: dict[str, Any], t
     lesson_rate = gen["runs"]["lesson"]["tokens"] / gen["runs"]["lesson"]["seconds"]
     names = {"lesson": "lesson: one prompt at a time, `generate`",
              "transformers": "transformers `generate`, our sorted left-padded batches",
-             "ours": "ours: shared start read once, grouped prefill, finished rows leave, cache with room"}  # fmt: skip
+             "ours": "ours: shared start read once, least-padding prefill groups, weight-first vocabulary "
+                     "product, finished rows leave, cache with room"}  # fmt: skip
     for key, result in gen["runs"].items():
         rate = result["tokens"] / result["seconds"]
         lines.append(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -147,11 +148,68 @@ def test_sliding_window_models_answer_as_the_model_reads_the_whole_text(prompts:
     model = MistralForCausalLM(config).eval()  # fmt: skip
     with torch.inference_mode():
         ours = greedy_decode(model, prompts, 10, [], 0)
-        for prompt, answer in zip(prompts, ours, strict=True):
-            text = list(prompt)
-            for _ in range(10):
-                text.append(int(model(input_ids=torch.tensor([text]), use_cache=False).logits[0, -1].argmax()))
-            assert answer == text[len(prompt) :]
+        assert ours == [_cache_free_greedy(model, prompt, 10) for prompt in prompts]
+
+
+def _cache_free_greedy(model: Any, prompt: list[int], new_tokens: int) -> list[int]:
+    """The model's greedy answer with the whole text read again for each token: no cache, no batch, its own logits."""
+    import torch
+
+    text = list(prompt)
+    for _ in range(new_tokens):
+        text.append(int(model(input_ids=torch.tensor([text]), use_cache=False).logits[0, -1].argmax()))
+    return text[len(prompt) :]
+
+
+def test_a_head_with_a_bias_is_decoded_through_the_models_own_logits() -> None:
+    """The weight-first vocabulary product applies only where logits are a plain product; a head with a bias
+    (or a scale, a soft cap) must decode through the model's logits."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from identity_dpo.lm_head import plain_head_weight
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False)
+    model = LlamaForCausalLM(config).eval()  # fmt: skip
+    assert plain_head_weight(model) is model.lm_head.weight
+    biased = torch.nn.Linear(32, 64, bias=True)
+    with torch.no_grad():
+        biased.weight.copy_(model.lm_head.weight)
+        biased.bias.copy_(torch.randn(64) * 5)  # large enough to change which token is most likely
+    model.lm_head = biased
+    assert plain_head_weight(model) is None
+    prompts = [[5, 9, 13, 2], [7, 1, 3, 3, 8, 21, 4, 30], [11]]
+    with torch.inference_mode():
+        assert greedy_decode(model, prompts, 8, [], 0) == [_cache_free_greedy(model, p, 8) for p in prompts]
+
+
+def test_prefill_groups_are_the_cheapest_split_within_the_token_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Groups are consecutive runs that together keep every prompt in order; no group of several prompts exceeds
+    PREFILL_TOKENS once padded; and the split is the cheapest of all (padding plus a cost per pass)."""
+    import itertools
+
+    from identity_dpo import generation
+
+    monkeypatch.setattr(generation, "PREFILL_TOKENS", 200)
+    lengths = [95, 60, 31, 30, 12, 11, 10, 10, 3]
+    prompts = [[length] * length for length in lengths]
+
+    def cost(groups: list[list[list[int]]]) -> int:
+        return sum(len(g) * max(map(len, g)) + generation.PASS_COST_TOKENS for g in groups)
+
+    groups = generation._prefill_groups(prompts)
+    assert [p for g in groups for p in g] == prompts
+    assert all(len(g) == 1 or len(g) * max(map(len, g)) <= 200 for g in groups)
+    splits = []
+    for cuts in itertools.product([False, True], repeat=len(prompts) - 1):
+        bounds = [0, *(i + 1 for i, cut in enumerate(cuts) if cut), len(prompts)]
+        split = [prompts[a:b] for a, b in itertools.pairwise(bounds)]
+        if all(len(g) == 1 or len(g) * max(map(len, g)) <= 200 for g in split):
+            splits.append(split)
+    assert cost(groups) == min(cost(split) for split in splits)
+    assert max(map(len, groups[-1])) < 60  # the long prompts are not padding the short ones
 
 
 def test_with_system_replaces_any_existing_system_message() -> None:

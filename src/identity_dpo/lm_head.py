@@ -82,14 +82,21 @@ def answer_log_probs(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.T
     return tuple(v.new_zeros(mask.shape).masked_scatter(mask, v) for v in values)
 
 
-def add_answer_lm_head(model: Any, temperature: float = 1.0, cast_lm_head_to_fp32: bool = False,
-                       outputs: tuple[str, ...] = ("log_probs",), *, fallback: Any) -> None:  # fmt: skip
-    """TRL's `add_fused_lm_head`, for the cases this head covers; anything else goes to TRL's own (`fallback`)."""
+def plain_head_weight(model: Any) -> torch.Tensor | None:
+    """The LM head's weight when the model's logits are exactly `hidden @ weight.T` (no bias, scale or soft cap)."""
     config = model.config.get_text_config()
     scaled = any(getattr(config, key, None) not in (None, 1.0) for key in ("logit_scale", "logits_scaling",
                  "output_multiplier", "lm_head_multiplier", "final_logit_softcapping"))  # fmt: skip
     lm_head = model.get_output_embeddings()
-    if temperature != 1.0 or scaled or set(outputs) - set(HEAD_OUTPUTS) or getattr(lm_head, "bias", None) is not None:
+    if scaled or not isinstance(lm_head, torch.nn.Linear) or lm_head.bias is not None:
+        return None
+    return lm_head.weight
+
+
+def add_answer_lm_head(model: Any, temperature: float = 1.0, cast_lm_head_to_fp32: bool = False,
+                       outputs: tuple[str, ...] = ("log_probs",), *, fallback: Any) -> None:  # fmt: skip
+    """TRL's `add_fused_lm_head`, for the cases this head covers; anything else goes to TRL's own (`fallback`)."""
+    if temperature != 1.0 or plain_head_weight(model) is None or set(outputs) - set(HEAD_OUTPUTS):
         fallback(model, temperature=temperature, cast_lm_head_to_fp32=cast_lm_head_to_fp32, outputs=outputs)
         return
     from trl.trainer.utils import FusedCausalLMOutput
