@@ -9,7 +9,8 @@ a time, and recomputes a chunk's logits in the backward pass instead of keeping 
 stays bounded whatever the batch. It returns what TRL's head returns (TRL's loss code reads the
 same fields); tests/test_lm_head.py checks both give the same log-probs, gradients and DPO loss.
 
-Used on CPU training only; on a GPU, TRL's Triton kernels do the same job.
+The head is used on CPU training only; on a GPU, TRL's Triton kernels do the same job. plain_head_weight also
+tells generation when it may compute the vocabulary product itself.
 """
 
 from __future__ import annotations
