@@ -11,7 +11,8 @@
    whether the greedy answers are identical.
 3. DPO training on the same pairs, each configuration in a fresh process (so its peak memory is its
    own): the lesson's config (TRL directly: batch 1 x accumulation 8, reference model run every step)
-   vs our default vs our default with activation checkpointing: pairs/s, achieved FLOP/s as a share of
+   vs our default with TRL's two rows per pair vs our default (one row per pair: the prompt read once)
+   vs our default with activation checkpointing: pairs/s, achieved FLOP/s as a share of
    a large fp32 matrix product's FLOP/s measured in this run, and peak resident memory.
 """
 
@@ -182,7 +183,7 @@ def generation(clone: Path, prompts: int, max_new_tokens: int, batch_size: int) 
 
 def training(clone: Path, pairs: int) -> dict[str, Any]:
     results = {}
-    for config in ("lesson", "ours", "ours+checkpointing"):
+    for config in ("lesson", "ours, two rows", "ours", "ours+checkpointing"):
         command = [sys.executable, __file__, "--train-worker", config, "--clone", str(clone), "--pairs", str(pairs)]
         output, ceiling = ceiling_around(lambda command=command: subprocess.run(command, capture_output=True,
                                                                                text=True, check=False))
@@ -211,15 +212,17 @@ def train_worker(config: str, clone: Path, count: int) -> None:
             _lesson_train(model_dir, pairs, out, steps)
             max_length = None  # TRL's default (1024) cuts nothing here
         else:
+            from identity_dpo import lm_head
             from identity_dpo.training import train_dpo
 
+            lm_head.SHARE_PROMPTS = config != "ours, two rows"
             if config == "ours+checkpointing":
                 params = dataclasses.replace(params, activation_checkpointing=True)
             train_dpo(model_dir, pairs, params, out / "model", out / "curves", out / "scratch", callbacks=[steps])
             max_length = params.max_length
         seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    flops = training_flops(model_dir, pairs, max_length)
+    flops = training_flops(model_dir, pairs, max_length, shared_prompt=config in ("ours", "ours+checkpointing"))
     # In the training loop: the lesson's reference forward runs there, ours ran before (precomputed).
     loop_flops = flops if config == "lesson" else flops * 3 / 4
     print(json.dumps({"seconds": seconds, "pairs": len(pairs), "flops": flops, "peak_bytes": peak,
@@ -258,14 +261,15 @@ def _lesson_train(model_dir: Path, pairs: list[dict], out: Path, steps: Any) -> 
     trainer.model.save_pretrained(out / "model", safe_serialization=True)
 
 
-def training_flops(model_dir: Path, pairs: list[dict], max_length: int | None) -> float:
+def training_flops(model_dir: Path, pairs: list[dict], max_length: int | None, *, shared_prompt: bool) -> float:
     """Model FLOPs the training needs, counted the same way for every configuration.
 
     Per pair, chosen and rejected sequences (prompt + answer + end of turn, real tokens only, no padding):
     the decoder's linear layers and attention on every token, the LM head on the answer tokens only (the
     only ones scored); x3 for the policy (forward, backward) plus one reference forward (every step in the
     lesson's config, once before training in ours: the same count). Sequences are cut at `max_length` as the
-    trainer cuts them. Recomputation (activation checkpointing) and padding are not counted: not needed.
+    trainer cuts them. With `shared_prompt` (one row per pair) the prompt's tokens are counted once per pair,
+    as they are computed once. Recomputation (activation checkpointing) and padding are not counted: not needed.
     """
     from transformers import AutoConfig, AutoTokenizer
 
@@ -284,6 +288,8 @@ def training_flops(model_dir: Path, pairs: list[dict], max_length: int | None) -
             scored = max(full - prompt, 0)
             forward = 2 * decoder * full + 2 * layers * d * full * full + 2 * head * scored
             total += forward * 4
+        if shared_prompt:  # the second sequence's prompt, not computed again
+            total -= (2 * decoder * prompt + 2 * layers * d * prompt * prompt) * 4
     return total
 
 
@@ -377,7 +383,9 @@ def report(machine: dict[str, Any], cold: dict[str, Any], gen: dict[str, Any], t
         f"The first {train['ours']['pairs']} pairs of the cold run, one epoch, each configuration in a fresh "
         "process; seconds from loading the model to the saved result (reference log-probs included). Model "
         "FLOPs are counted the same way for all (`training_flops`: real tokens, LM head on answer tokens, "
-        "x3 for the policy + 1 reference forward; recomputation and padding not counted). The training loop "
+        "x3 for the policy + 1 reference forward; recomputation and padding not counted), except that a "
+        "configuration that reads each pair's prompt once is counted for reading it once, so its FLOP share "
+        "is not inflated by work it skips: compare pairs/s for speed. The training loop "
         "alone leaves out what every run pays once (imports, loading, tokenizing, saving) and, for ours, the "
         "reference precompute (a quarter of the FLOPs, run before the loop).",
         "",
@@ -387,7 +395,9 @@ def report(machine: dict[str, Any], cold: dict[str, Any], gen: dict[str, Any], t
     ]
     lesson_pps = train["lesson"]["pairs"] / train["lesson"]["seconds"]
     labels = {"lesson": "lesson: batch 1 x accum 8, reference every step, TRL's LM head",
-              "ours": f"ours (params.yaml): batch {cold['batch_size']}, reference precomputed, answer-only LM head",
+              "ours, two rows": "ours, but TRL's two rows per pair (chosen, rejected: each prompt read twice)",
+              "ours": f"ours (params.yaml): batch {cold['batch_size']}, reference precomputed, answer-only LM head, "
+                      "one row per pair",
               "ours+checkpointing": "ours + `train.activation_checkpointing: true`"}  # fmt: skip
     for key, result in train.items():
         pps = result["pairs"] / result["seconds"]

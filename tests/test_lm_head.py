@@ -13,6 +13,7 @@ from identity_dpo import lm_head
 from identity_dpo.lm_head import add_answer_lm_head
 from identity_dpo.models import load_model
 from identity_dpo.params import params_from_dict
+from identity_dpo.shared_prompt import pack_pairs
 from identity_dpo.training import train_dpo
 from test_training import make_pairs
 
@@ -69,11 +70,20 @@ def test_without_fused_flag_the_model_is_unchanged(tiny_model_dir: Path) -> None
     assert model.generate(input_ids=input_ids, max_new_tokens=3, do_sample=False).shape == (2, 11)
 
 
+@pytest.mark.parametrize("variant", ["reference every step", "reference precomputed", "lora"])
 def test_training_gives_the_same_losses_as_trls_head(
-    tiny_model_dir: Path, tmp_path: Path, default_params: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+    tiny_model_dir: Path,
+    tmp_path: Path,
+    default_params: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    variant: str,
 ) -> None:
     default_params["train"].update({"batch_size": 4, "max_length": 128})
-    params = dataclasses.replace(params_from_dict(default_params).train, precompute_ref_log_probs=False)
+    if variant == "lora":  # PEFT's forward passes its own arguments (None where unset) down to the head
+        default_params["train"]["lora"] = {"enabled": True, "rank": 4, "alpha": 8}
+    precompute_ref = variant != "reference every step"
+    params = dataclasses.replace(params_from_dict(default_params).train, precompute_ref_log_probs=precompute_ref)
+    packed = _count_packed_batches(monkeypatch)
     losses = {}
     for name, enabled in (("trl", False), ("ours", True)):
         monkeypatch.setattr("identity_dpo.training.answer_only_lm_head", lambda enabled, _on=enabled: _switch(_on))
@@ -82,6 +92,121 @@ def test_training_gives_the_same_losses_as_trls_head(
         losses[name] = _logged(folder / "curves", "loss")
     assert len(losses["ours"]) == 2
     assert losses["ours"] == pytest.approx(losses["trl"], rel=1e-4)
+    # ours read each pair's prompt once, in every forward pass: the reference's, precomputed in one batch of 8
+    # pairs or run at each step, and the policy's at each of the 2 steps
+    assert packed == ([8, 4, 4] if precompute_ref else [4, 4, 4, 4])
+
+
+def dpo_batch(pairs: list[tuple[list[int], list[int], list[int]]]) -> tuple[torch.Tensor, ...]:
+    """(input_ids, attention_mask, labels) laid out as TRL's DPO collator does: chosen rows, then rejected rows."""
+    rows = [(p, c) for p, c, _ in pairs] + [(p, r) for p, _, r in pairs]
+    width = max(len(p) + len(a) for p, a in rows)
+    input_ids = torch.tensor([p + a + [0] * (width - len(p) - len(a)) for p, a in rows])
+    attention_mask = torch.tensor([[1] * (len(p) + len(a)) + [0] * (width - len(p) - len(a)) for p, a in rows])
+    answer = torch.tensor([[0] * len(p) + [1] * len(a) + [0] * (width - len(p) - len(a)) for p, a in rows])
+    return input_ids, attention_mask, input_ids.masked_fill(answer == 0, -100)
+
+
+# prompts of different lengths, answers longer and shorter than their pair's other answer, a one-token answer
+PAIRS = [
+    ([5, 6, 7, 8], [20, 21, 22], [30, 31]),
+    ([9, 10], [23, 24, 25, 26, 27], [32]),
+    ([11, 12, 13, 14, 15, 16], [28], [33, 34, 35, 36]),
+]
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_pairs_in_one_row_give_the_same_numbers_as_two_rows(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch, attention: str
+) -> None:
+    input_ids, attention_mask, labels = dpo_batch(PAIRS)
+    packed = _count_packed_batches(monkeypatch)
+    results = []
+    for share in (False, True):
+        monkeypatch.setattr(lm_head, "SHARE_PROMPTS", share)
+        model = patched_model(tiny_model_dir, ours=True)
+        model.set_attn_implementation(attention)
+        out = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, fused_lm_head=True)
+        (out.log_probs * torch.arange(1, labels.size(1))).sum().backward()  # a different weight per position
+        results.append((out, {name: p.grad.clone() for name, p in model.named_parameters()}))
+    assert packed == [3]  # one row per pair, only when sharing
+    (rows, row_grads), (shared, shared_grads) = results
+    for field in ("log_probs", "entropy", "mean_logits"):
+        torch.testing.assert_close(getattr(shared, field), getattr(rows, field), rtol=1e-4, atol=1e-4)
+    assert torch.equal(shared.is_top1, rows.is_top1)
+    assert torch.equal(shared.label_mask, rows.label_mask)
+    assert (shared.log_probs != 0).sum() == (labels[:, 1:] != -100).sum()
+    for name, grad in row_grads.items():
+        torch.testing.assert_close(shared_grads[name], grad, rtol=1e-4, atol=1e-5 * float(grad.abs().max()), msg=name)
+
+
+def test_a_pair_reads_its_prompt_once_and_its_answers_apart() -> None:
+    packed = pack_pairs(*dpo_batch([([5, 6, 7], [20, 21], [30])]))
+    assert packed is not None
+    assert packed.input_ids.tolist() == [[5, 6, 7, 20, 21, 30]]
+    assert packed.position_ids.tolist() == [[0, 1, 2, 3, 4, 3]]  # the rejected answer starts where the prompt ends
+    assert packed.allowed[0, 0].int().tolist() == [
+        [1, 0, 0, 0, 0, 0],
+        [1, 1, 0, 0, 0, 0],
+        [1, 1, 1, 0, 0, 0],
+        [1, 1, 1, 1, 0, 0],
+        [1, 1, 1, 1, 1, 0],
+        [1, 1, 1, 0, 0, 1],  # the rejected token sees the prompt and itself, not the chosen answer
+    ]
+    # labels 20, 21 are predicted from positions 2, 3; label 30 from the prompt's last position, 2
+    assert packed.source_row.tolist() == [0, 0, 0]
+    assert packed.source_position.tolist() == [2, 3, 2]
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["odd rows", "different prompts", "answer cut away", "gap in an answer", "left padding"],
+)
+def test_batches_not_laid_out_as_pairs_are_left_as_they_are(case: str) -> None:
+    input_ids, attention_mask, labels = dpo_batch(PAIRS)
+    if case == "odd rows":
+        input_ids, attention_mask, labels = input_ids[:5], attention_mask[:5], labels[:5]
+    elif case == "different prompts":
+        input_ids[4, 0] = 99  # the second pair's rejected row (keep_end truncation cuts prompts differently)
+    elif case == "answer cut away":
+        labels[1] = -100
+    elif case == "gap in an answer":
+        labels[0, 5] = -100
+    else:
+        input_ids, attention_mask, labels = input_ids.roll(1, 1), attention_mask.roll(1, 1), labels.roll(1, 1)
+    assert pack_pairs(input_ids, attention_mask, labels) is None
+
+
+def test_a_sliding_window_model_keeps_two_rows_per_pair(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from transformers import MistralConfig, MistralForCausalLM
+    from trl.trainer.utils import add_fused_lm_head
+
+    config = MistralConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                           num_attention_heads=2, num_key_value_heads=1, sliding_window=2)  # fmt: skip
+    model = MistralForCausalLM(config)
+    add_answer_lm_head(model, outputs=OUTPUTS, fallback=add_fused_lm_head)
+    packed = _count_packed_batches(monkeypatch)
+    input_ids, attention_mask, labels = dpo_batch(PAIRS)
+    out = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, fused_lm_head=True)
+    plain = model(input_ids=input_ids, attention_mask=attention_mask).logits.log_softmax(-1)[:, :-1]
+    expected = plain.gather(-1, labels[:, 1:].clamp(min=0)[..., None]).squeeze(-1) * (labels[:, 1:] != -100)
+    torch.testing.assert_close(out.log_probs, expected, rtol=1e-5, atol=1e-5)
+    assert packed == []  # the window lives in the model's own mask, which a packed row would replace
+
+
+def _count_packed_batches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Spy on the head's packing: the number of pairs of each batch it packed."""
+    packed: list[int] = []
+    original = lm_head.pack_pairs
+
+    def counting(*args: Any) -> Any:
+        result = original(*args)
+        if result is not None:
+            packed.append(result.input_ids.size(0))
+        return result
+
+    monkeypatch.setattr(lm_head, "pack_pairs", counting)
+    return packed
 
 
 def _switch(enabled: bool) -> Any:

@@ -8,6 +8,7 @@ This head projects only the positions that carry a label (the answer tokens), a 
 a time, and recomputes a chunk's logits in the backward pass instead of keeping them, so memory
 stays bounded whatever the batch. It returns what TRL's head returns (TRL's loss code reads the
 same fields); tests/test_lm_head.py checks both give the same log-probs, gradients and DPO loss.
+It also reads each pair's prompt once for both answers instead of twice (shared_prompt.py).
 
 The head is used on CPU training only; on a GPU, TRL's Triton kernels do the same job. plain_head_weight also
 tells generation when it may compute the vocabulary product itself.
@@ -23,7 +24,10 @@ from typing import Any
 
 import torch
 
+from identity_dpo.shared_prompt import PackedPairs, pack_pairs
+
 CHUNK_TOKENS = 512  # logits of 512 tokens x a 49k vocabulary: 100 MB in fp32
+SHARE_PROMPTS = True  # one row per pair (shared_prompt.py); False runs TRL's two rows per pair (for comparison)
 HEAD_OUTPUTS = ("log_probs", "entropy", "mean_logits", "is_top1")  # the per-token fields this head computes
 
 
@@ -72,13 +76,16 @@ def _chunks(n: int) -> Iterator[slice]:
         yield slice(start, min(start + CHUNK_TOKENS, n))
 
 
-def answer_log_probs(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, ...]:
+def answer_log_probs(
+    answer_hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor
+) -> tuple[torch.Tensor, ...]:
     """Per-position (log_probs, entropy, mean_logits, is_top1) of next-token `labels`; zero where a label is -100.
 
-    `hidden` is (batch, length, width), `labels` (batch, length), already shifted to the position they follow.
+    `labels` is (batch, length), already shifted to the position they follow; `answer_hidden` holds the hidden
+    state of each labeled position, in row-major order (hidden[labels != -100] for a (batch, length, width) hidden).
     """
     mask = labels != -100
-    values = _AnswerLogProbs.apply(hidden[mask], weight, labels[mask])
+    values = _AnswerLogProbs.apply(answer_hidden, weight, labels[mask])
     # masked_scatter keeps the result connected to the graph even when no position has a label
     return tuple(v.new_zeros(mask.shape).masked_scatter(mask, v) for v in values)
 
@@ -100,9 +107,12 @@ def add_answer_lm_head(model: Any, temperature: float = 1.0, cast_lm_head_to_fp3
     if temperature != 1.0 or plain_head_weight(model) is None or set(outputs) - set(HEAD_OUTPUTS):
         fallback(model, temperature=temperature, cast_lm_head_to_fp32=cast_lm_head_to_fp32, outputs=outputs)
         return
+    from transformers import DynamicCache
     from trl.trainer.utils import FusedCausalLMOutput
 
     original_forward = model.forward
+    # A packed row's 4D mask replaces the model's own, which is where a sliding window would be applied.
+    sliding_window = any(DynamicCache(config=model.config).is_sliding)
 
     @functools.wraps(type(model).forward)  # generate() checks its keyword arguments against this signature
     def forward(self: Any, *args: Any, fused_lm_head: bool = False, labels: Any = None, **kwargs: Any) -> Any:
@@ -112,10 +122,20 @@ def add_answer_lm_head(model: Any, temperature: float = 1.0, cast_lm_head_to_fp3
             return original_forward(*args, **kwargs)
         kwargs.pop("num_items_in_batch", None)
         kwargs["use_cache"] = False
-        hidden = self.base_model(*args, **kwargs).last_hidden_state[:, :-1]
         shifted = labels[:, 1:]
-        log_probs, entropy, mean_logits, is_top1 = answer_log_probs(hidden, self.get_output_embeddings().weight, shifted)
         mask = shifted != -100
+        packed = _packed_pairs(args, kwargs, labels) if SHARE_PROMPTS and not sliding_window else None
+        # None for attention codes that take no 4D boolean or additive mask (flash, flex)
+        packed_mask = packed.attention_mask(self.config._attn_implementation, self.dtype) if packed else None
+        if packed is None or packed_mask is None:
+            answer_hidden = self.base_model(*args, **kwargs).last_hidden_state[:, :-1][mask]
+        else:
+            hidden = self.base_model(
+                input_ids=packed.input_ids, attention_mask=packed_mask, position_ids=packed.position_ids, use_cache=False
+            ).last_hidden_state
+            answer_hidden = hidden[packed.source_row, packed.source_position]
+        weight = self.get_output_embeddings().weight
+        log_probs, entropy, mean_logits, is_top1 = answer_log_probs(answer_hidden, weight, shifted)
         return FusedCausalLMOutput(
             loss=-log_probs.sum() / mask.sum().clamp(min=1),
             log_probs=log_probs,
@@ -126,6 +146,14 @@ def add_answer_lm_head(model: Any, temperature: float = 1.0, cast_lm_head_to_fp3
         )
 
     model.forward = types.MethodType(forward, model)
+
+
+def _packed_pairs(args: tuple[Any, ...], kwargs: dict[str, Any], labels: Any) -> PackedPairs | None:
+    """The batch packed one pair per row (shared_prompt.py), when it is a plain DPO batch of token ids."""
+    given = {key for key, value in kwargs.items() if value is not None and key != "use_cache"}  # PEFT passes Nones
+    if args or given != {"input_ids", "attention_mask"}:
+        return None  # e.g. images, token type ids, router logits, or embeddings from prompt-learning adapters
+    return pack_pairs(kwargs["input_ids"], kwargs["attention_mask"], labels)
 
 
 @contextmanager

@@ -1,0 +1,104 @@
+"""One row per DPO pair, so each prompt is read once for both of its answers.
+
+TRL's DPO batch holds every pair twice: prompt + chosen in the first half of the rows, prompt +
+rejected in the second, so the model computes each prompt twice. On the default pairs the prompts
+are 57% of those tokens (42 of 74 per sequence on average). Here a pair becomes one row, prompt +
+chosen + rejected, with an attention mask under which the rejected answer sees the prompt but not
+the chosen answer, and position ids that start the rejected answer where the prompt ends. Every
+answer token then gets the hidden state it gets in its own row (up to float rounding; the tests
+check log-probs, gradients and training losses against TRL's layout), from 30% fewer tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+IGNORE = -100  # the label of a position that is not scored (prompt, padding)
+
+
+@dataclass(frozen=True)
+class PackedPairs:
+    input_ids: torch.Tensor  # (pairs, width): prompt, chosen, rejected, then padding
+    position_ids: torch.Tensor  # (pairs, width)
+    allowed: torch.Tensor  # (pairs, 1, width, width) bool: True where a query position may attend a key position
+    # For each scored position of TRL's batch (labels shifted by one, in row-major order): the packed row and the
+    # position in it whose hidden state predicts that label.
+    source_row: torch.Tensor
+    source_position: torch.Tensor
+
+    def attention_mask(self, attention: str, dtype: torch.dtype) -> torch.Tensor | None:
+        """The mask as the model's attention code takes a 4D mask (None: not one it takes)."""
+        if attention == "sdpa":
+            return self.allowed
+        if attention == "eager":  # added to the attention scores
+            return torch.zeros(self.allowed.shape, dtype=dtype).masked_fill_(~self.allowed, torch.finfo(dtype).min)
+        return None
+
+
+def pack_pairs(input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> PackedPairs | None:
+    """The pairs of a DPO batch (rows: all chosen, then all rejected; each prompt + answer + right padding), one per row.
+
+    None when the batch is not laid out that way (an odd number of rows, a truncated or differing prompt,
+    an answer with gaps): the caller then runs the batch as it is.
+    """
+    rows = input_ids.size(0)
+    if rows % 2 or attention_mask.dim() != 2:
+        return None
+    spans = [_answer_span(attention_mask[row], labels[row]) for row in range(rows)]
+    pairs = rows // 2
+    packed: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    source_row: list[torch.Tensor] = []
+    source_position: list[torch.Tensor] = []
+    for pair in range(pairs):
+        chosen, rejected = spans[pair], spans[pair + pairs]
+        if chosen is None or rejected is None or chosen[0] != rejected[0]:
+            return None
+        prompt, chosen_len, rejected_len = chosen[0], chosen[1], rejected[1]
+        if not torch.equal(input_ids[pair, :prompt], input_ids[pair + pairs, :prompt]):
+            return None
+        answers_end = prompt + chosen_len
+        tokens = torch.cat([input_ids[pair, :answers_end], input_ids[pair + pairs, prompt : prompt + rejected_len]])
+        positions = torch.cat([torch.arange(answers_end), torch.arange(prompt, prompt + rejected_len)])
+        allowed = torch.ones(len(tokens), len(tokens), dtype=torch.bool).tril_()
+        allowed[answers_end:, prompt:answers_end] = False  # the rejected answer never sees the chosen one
+        packed.append((tokens, positions, allowed))
+        # Position k predicts token k + 1: the last prompt position predicts both answers' first tokens.
+        source_position.append(torch.arange(prompt - 1, answers_end - 1))
+        rejected_sources = torch.arange(answers_end, answers_end + rejected_len - 1)
+        source_position.append(torch.cat([torch.tensor([prompt - 1]), rejected_sources]))
+        source_row += [torch.full((chosen_len,), pair), torch.full((rejected_len,), pair)]
+    # TRL's order of scored positions is all chosen rows, then all rejected rows
+    order = [2 * pair for pair in range(pairs)] + [2 * pair + 1 for pair in range(pairs)]
+    width = max(len(tokens) for tokens, _, _ in packed)
+    input_rows, position_rows, allowed_rows = [], [], []
+    for tokens, positions, allowed in packed:
+        missing = width - len(tokens)
+        input_rows.append(torch.cat([tokens, tokens.new_zeros(missing)]))
+        position_rows.append(torch.cat([positions, positions.new_zeros(missing)]))
+        # a padding position attends to itself only: a query with no key at all would give NaN
+        square = torch.eye(width, dtype=torch.bool)
+        square[: len(tokens), : len(tokens)] = allowed
+        allowed_rows.append(square)
+    return PackedPairs(
+        input_ids=torch.stack(input_rows).to(input_ids.device),
+        position_ids=torch.stack(position_rows).to(input_ids.device),
+        allowed=torch.stack(allowed_rows)[:, None].to(input_ids.device),
+        source_row=torch.cat([source_row[k] for k in order]).to(input_ids.device),
+        source_position=torch.cat([source_position[k] for k in order]).to(input_ids.device),
+    )
+
+
+def _answer_span(attention_mask: torch.Tensor, labels: torch.Tensor) -> tuple[int, int] | None:
+    """(prompt length, answer length) of a row that is prompt, answer, then padding only; else None."""
+    scored = (labels != IGNORE).nonzero().flatten().tolist()
+    if not scored or scored[0] == 0:
+        return None  # no answer, or no prompt position to predict its first token from
+    start, count = scored[0], len(scored)
+    if scored[-1] != start + count - 1:
+        return None
+    real = attention_mask.nonzero().flatten().tolist()
+    if real != list(range(start + count)):
+        return None
+    return start, count
