@@ -205,6 +205,7 @@ def train_worker(config: str, clone: Path, count: int) -> None:
     model_dir = clone / "models" / "base"
     params = load_params(clone / "params.yaml").train
     steps = StepsTimer()
+    shared_prompt = config in ("ours", "ours+checkpointing")  # one row per pair: each prompt read once
     with tempfile.TemporaryDirectory() as scratch:
         out = Path(scratch)
         start = time.perf_counter()
@@ -215,14 +216,14 @@ def train_worker(config: str, clone: Path, count: int) -> None:
             from identity_dpo import lm_head
             from identity_dpo.training import train_dpo
 
-            lm_head.SHARE_PROMPTS = config != "ours, two rows"
+            lm_head.SHARE_PROMPTS = shared_prompt
             if config == "ours+checkpointing":
                 params = dataclasses.replace(params, activation_checkpointing=True)
             train_dpo(model_dir, pairs, params, out / "model", out / "curves", out / "scratch", callbacks=[steps])
             max_length = params.max_length
         seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    flops = training_flops(model_dir, pairs, max_length, shared_prompt=config in ("ours", "ours+checkpointing"))
+    flops = training_flops(model_dir, pairs, max_length, shared_prompt=shared_prompt)
     # In the training loop: the lesson's reference forward runs there, ours ran before (precomputed).
     loop_flops = flops if config == "lesson" else flops * 3 / 4
     print(json.dumps({"seconds": seconds, "pairs": len(pairs), "flops": flops, "peak_bytes": peak,

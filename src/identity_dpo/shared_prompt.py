@@ -38,7 +38,7 @@ class PackedPairs:
 
 
 def pack_pairs(input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> PackedPairs | None:
-    """The pairs of a DPO batch (rows: all chosen, then all rejected; each prompt + answer + right padding), one per row.
+    """A DPO batch's pairs one per row (its rows: all chosen, then all rejected; each prompt + answer + right padding).
 
     None when the batch is not laid out that way (an odd number of rows, a truncated or differing prompt,
     an answer with gaps): the caller then runs the batch as it is.
@@ -49,8 +49,9 @@ def pack_pairs(input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: to
     spans = [_answer_span(attention_mask[row], labels[row]) for row in range(rows)]
     pairs = rows // 2
     packed: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
-    source_row: list[torch.Tensor] = []
-    source_position: list[torch.Tensor] = []
+    # per pair, the packed positions whose hidden states predict its chosen (its rejected) answer's labels
+    chosen_sources: list[torch.Tensor] = []
+    rejected_sources: list[torch.Tensor] = []
     for pair in range(pairs):
         chosen, rejected = spans[pair], spans[pair + pairs]
         if chosen is None or rejected is None or chosen[0] != rejected[0]:
@@ -65,12 +66,11 @@ def pack_pairs(input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: to
         allowed[answers_end:, prompt:answers_end] = False  # the rejected answer never sees the chosen one
         packed.append((tokens, positions, allowed))
         # Position k predicts token k + 1: the last prompt position predicts both answers' first tokens.
-        source_position.append(torch.arange(prompt - 1, answers_end - 1))
-        rejected_sources = torch.arange(answers_end, answers_end + rejected_len - 1)
-        source_position.append(torch.cat([torch.tensor([prompt - 1]), rejected_sources]))
-        source_row += [torch.full((chosen_len,), pair), torch.full((rejected_len,), pair)]
-    # TRL's order of scored positions is all chosen rows, then all rejected rows
-    order = [2 * pair for pair in range(pairs)] + [2 * pair + 1 for pair in range(pairs)]
+        chosen_sources.append(torch.arange(prompt - 1, answers_end - 1))
+        rejected_tail = torch.arange(answers_end, answers_end + rejected_len - 1)
+        rejected_sources.append(torch.cat([torch.tensor([prompt - 1]), rejected_tail]))
+    sources = chosen_sources + rejected_sources  # TRL's row order: all chosen rows, then all rejected rows
+    source_rows = [torch.full((len(positions),), row % pairs) for row, positions in enumerate(sources)]
     width = max(len(tokens) for tokens, _, _ in packed)
     input_rows, position_rows, allowed_rows = [], [], []
     for tokens, positions, allowed in packed:
@@ -85,8 +85,8 @@ def pack_pairs(input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: to
         input_ids=torch.stack(input_rows).to(input_ids.device),
         position_ids=torch.stack(position_rows).to(input_ids.device),
         allowed=torch.stack(allowed_rows)[:, None].to(input_ids.device),
-        source_row=torch.cat([source_row[k] for k in order]).to(input_ids.device),
-        source_position=torch.cat([source_position[k] for k in order]).to(input_ids.device),
+        source_row=torch.cat(source_rows).to(input_ids.device),
+        source_position=torch.cat(sources).to(input_ids.device),
     )
 
 
