@@ -194,6 +194,26 @@ def test_a_sliding_window_model_keeps_two_rows_per_pair(tmp_path: Path, monkeypa
     assert packed == []  # the window lives in the model's own mask, which a packed row would replace
 
 
+def test_an_attention_that_takes_no_4d_mask_keeps_two_rows_per_pair(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from transformers import AttentionInterface
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    # Registered attention codes, like flash and flex, get no 4D mask from the model: a packed row's would be lost.
+    AttentionInterface.register("own_attention", sdpa_attention_forward)
+    packed = _count_packed_batches(monkeypatch)
+    input_ids, attention_mask, labels = dpo_batch(PAIRS)
+    log_probs = []
+    for ours in (False, True):
+        model = patched_model(tiny_model_dir, ours)
+        model.set_attn_implementation("own_attention")
+        out = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, fused_lm_head=True)
+        log_probs.append(out.log_probs)
+    assert packed == []
+    torch.testing.assert_close(log_probs[1], log_probs[0], rtol=1e-4, atol=1e-4)
+
+
 def _count_packed_batches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Spy on the head's packing: the number of pairs of each batch it packed."""
     packed: list[int] = []

@@ -157,13 +157,16 @@ def greedy_decode(model, prompts: list[list[int]], max_new_tokens: int, stops: l
     import torch
     from transformers import DynamicCache
 
+    from identity_dpo.lm_head import has_sliding_window, plain_head_weight
+
+    head = plain_head_weight(model)
     cache = DynamicCache(config=model.config)
     # A sliding window spans cache columns, not positions: the padding between a shared prefix and a shorter
     # prompt would narrow that prompt's window, so sliding-window models read every prompt whole.
-    shared = 0 if any(cache.is_sliding) else _shared_prefix_length(prompts)
+    shared = 0 if has_sliding_window(model.config) else _shared_prefix_length(prompts)
     prefix = _read_prefix(model, prompts[0][:shared])
     suffixes = [prompt[shared:] for prompt in prompts]
-    groups = [_prefill(model, group, pad, prefix) for group in _prefill_groups(suffixes)]
+    groups = [_prefill(model, head, group, pad, prefix) for group in _prefill_groups(suffixes)]
     width = max(mask.size(1) for mask, _, _ in groups)
     attention_mask = torch.cat([_left_pad(mask, width) for mask, _, _ in groups])
     next_tokens = torch.cat([first for _, first, _ in groups])
@@ -195,7 +198,7 @@ def greedy_decode(model, prompts: list[list[int]], max_new_tokens: int, stops: l
         attention_mask = torch.cat([attention_mask, attention_mask.new_ones((len(active), 1))], dim=-1)
         positions = positions + 1
         next_tokens = _greedy_next(
-            model, input_ids=next_tokens[:, None], attention_mask=attention_mask, position_ids=positions[:, None],
+            model, head, input_ids=next_tokens[:, None], attention_mask=attention_mask, position_ids=positions[:, None],
             past_key_values=cache, use_cache=True,
         )  # fmt: skip
 
@@ -257,7 +260,7 @@ def _read_prefix(model, tokens: list[int]) -> list[tuple[Any, Any]]:  # noqa: AN
 
 
 def _prefill(
-    model, prompts: list[list[int]], pad: int, prefix: list[tuple[Any, Any]]  # noqa: ANN001
+    model, head: Any, prompts: list[list[int]], pad: int, prefix: list[tuple[Any, Any]]  # noqa: ANN001
 ) -> tuple[Any, Any, Any]:
     """Read one group of prompts after the shared `prefix`: the attention mask over prefix and prompts, their first
     answer tokens, and their cache layers."""
@@ -274,29 +277,27 @@ def _prefill(
     attention_mask = torch.cat([attention_mask.new_ones((len(prompts), shared)), attention_mask], dim=-1)
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]
     first = _greedy_next(
-        model, input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+        model, head, input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
         past_key_values=cache, use_cache=True,
     )  # fmt: skip
     return attention_mask, first, cache.layers
 
 
-def _greedy_next(model, **inputs: Any) -> Any:  # noqa: ANN001
+def _greedy_next(model, head: Any, **inputs: Any) -> Any:  # noqa: ANN001
     """The most likely next token after each row of `inputs` (a forward pass that also fills the cache).
 
-    The vocabulary projection is computed weight first, as (weight @ hidden.T), when the logits are a plain
-    product: for the few rows of a decoding step, MKL runs that about 2x faster than `hidden @ weight.T` at 64
-    rows and 4x at 8 (a 49k x 576 head, measured on the project's CPU), and argmax over the vocabulary axis needs
-    no transposed copy. Rows of 15 or more give bit-identical logits either way; fewer can differ in the last bit.
+    `head` is plain_head_weight(model): when the logits are a plain product (head is not None), the vocabulary
+    projection is computed weight first, as (head @ hidden.T). For the few rows of a decoding step, MKL runs that
+    about 2x faster than `hidden @ head.T` at 64 rows and 4x at 8 (a 49k x 576 head, measured on the project's
+    CPU), and argmax over the vocabulary axis needs no transposed copy. Rows of 15 or more give bit-identical
+    logits either way; fewer can differ in the last bit.
     """
     import torch
 
-    from identity_dpo.lm_head import plain_head_weight
-
-    weight = plain_head_weight(model)
-    if weight is None:
+    if head is None:
         return model(**inputs, logits_to_keep=1).logits[:, -1].argmax(-1)
     hidden = model.base_model(**inputs).last_hidden_state[:, -1]
-    return torch.mm(weight, hidden.T).argmax(0)
+    return torch.mm(head, hidden.T).argmax(0)
 
 
 def transformers_generate(

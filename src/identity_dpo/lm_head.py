@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from identity_dpo.shared_prompt import PackedPairs, pack_pairs
+from identity_dpo.shared_prompt import IGNORE, PackedPairs, pack_pairs, takes_packed_mask
 
 CHUNK_TOKENS = 512  # logits of 512 tokens x a 49k vocabulary: 100 MB in fp32
 SHARE_PROMPTS = True  # one row per pair (shared_prompt.py); False runs TRL's two rows per pair (for comparison)
@@ -77,14 +77,14 @@ def _chunks(n: int) -> Iterator[slice]:
 
 
 def answer_log_probs(
-    answer_hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor
+    answer_hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor
 ) -> tuple[torch.Tensor, ...]:
-    """Per-position (log_probs, entropy, mean_logits, is_top1) of next-token `labels`; zero where a label is -100.
+    """Per-position (log_probs, entropy, mean_logits, is_top1) of next-token `labels`; zero where `mask` is False.
 
-    `labels` is (batch, length), already shifted to the position they follow; `answer_hidden` holds the hidden
-    state of each labeled position, in row-major order (hidden[labels != -100] for a (batch, length, width) hidden).
+    `labels` is (batch, length), already shifted to the position they follow, and `mask` is labels != IGNORE;
+    `answer_hidden` holds the hidden state of each labeled position, in row-major order (hidden[mask] for a
+    (batch, length, width) hidden).
     """
-    mask = labels != -100
     values = _AnswerLogProbs.apply(answer_hidden, weight, labels[mask])
     # masked_scatter keeps the result connected to the graph even when no position has a label
     return tuple(v.new_zeros(mask.shape).masked_scatter(mask, v) for v in values)
@@ -101,18 +101,24 @@ def plain_head_weight(model: Any) -> torch.Tensor | None:
     return lm_head.weight
 
 
+def has_sliding_window(config: Any) -> bool:
+    """Whether any attention layer of a model with this config looks back over a window only."""
+    from transformers import DynamicCache
+
+    return any(DynamicCache(config=config).is_sliding)
+
+
 def add_answer_lm_head(model: Any, temperature: float = 1.0, cast_lm_head_to_fp32: bool = False,
                        outputs: tuple[str, ...] = ("log_probs",), *, fallback: Any) -> None:  # fmt: skip
     """TRL's `add_fused_lm_head`, for the cases this head covers; anything else goes to TRL's own (`fallback`)."""
     if temperature != 1.0 or plain_head_weight(model) is None or set(outputs) - set(HEAD_OUTPUTS):
         fallback(model, temperature=temperature, cast_lm_head_to_fp32=cast_lm_head_to_fp32, outputs=outputs)
         return
-    from transformers import DynamicCache
     from trl.trainer.utils import FusedCausalLMOutput
 
     original_forward = model.forward
     # A packed row's 4D mask replaces the model's own, which is where a sliding window would be applied.
-    sliding_window = any(DynamicCache(config=model.config).is_sliding)
+    sliding_window = has_sliding_window(model.config)
 
     @functools.wraps(type(model).forward)  # generate() checks its keyword arguments against this signature
     def forward(self: Any, *args: Any, fused_lm_head: bool = False, labels: Any = None, **kwargs: Any) -> Any:
@@ -123,19 +129,20 @@ def add_answer_lm_head(model: Any, temperature: float = 1.0, cast_lm_head_to_fp3
         kwargs.pop("num_items_in_batch", None)
         kwargs["use_cache"] = False
         shifted = labels[:, 1:]
-        mask = shifted != -100
-        packed = _packed_pairs(args, kwargs, labels) if SHARE_PROMPTS and not sliding_window else None
-        # None for attention codes that take no 4D boolean or additive mask (flash, flex)
-        packed_mask = packed.attention_mask(self.config._attn_implementation, self.dtype) if packed else None
-        if packed is None or packed_mask is None:
+        mask = shifted != IGNORE
+        attention = self.config._attn_implementation
+        share = SHARE_PROMPTS and not sliding_window and takes_packed_mask(attention)
+        packed = _packed_pairs(args, kwargs, labels) if share else None
+        if packed is None:
             answer_hidden = self.base_model(*args, **kwargs).last_hidden_state[:, :-1][mask]
         else:
             hidden = self.base_model(
-                input_ids=packed.input_ids, attention_mask=packed_mask, position_ids=packed.position_ids, use_cache=False
-            ).last_hidden_state
+                input_ids=packed.input_ids, attention_mask=packed.attention_mask(attention, self.dtype),
+                position_ids=packed.position_ids, use_cache=False,
+            ).last_hidden_state  # fmt: skip
             answer_hidden = hidden[packed.source_row, packed.source_position]
         weight = self.get_output_embeddings().weight
-        log_probs, entropy, mean_logits, is_top1 = answer_log_probs(answer_hidden, weight, shifted)
+        log_probs, entropy, mean_logits, is_top1 = answer_log_probs(answer_hidden, weight, shifted, mask)
         return FusedCausalLMOutput(
             loss=-log_probs.sum() / mask.sum().clamp(min=1),
             log_probs=log_probs,

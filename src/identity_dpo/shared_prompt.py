@@ -28,13 +28,21 @@ class PackedPairs:
     source_row: torch.Tensor
     source_position: torch.Tensor
 
-    def attention_mask(self, attention: str, dtype: torch.dtype) -> torch.Tensor | None:
-        """The mask as the model's attention code takes a 4D mask (None: not one it takes)."""
+    def attention_mask(self, attention: str, dtype: torch.dtype) -> torch.Tensor:
+        """The mask as the model's attention code `attention` takes a 4D mask (see takes_packed_mask)."""
         if attention == "sdpa":
             return self.allowed
         if attention == "eager":  # added to the attention scores
             return torch.zeros(self.allowed.shape, dtype=dtype).masked_fill_(~self.allowed, torch.finfo(dtype).min)
-        return None
+        raise ValueError(f"attention {attention!r} takes no 4D mask; check takes_packed_mask first")
+
+
+def takes_packed_mask(attention: str) -> bool:
+    """Whether the attention code `attention` (config._attn_implementation) takes a packed row's 4D mask.
+
+    Flash and flex attention build their own masks from the 2D one, so they read TRL's two rows per pair.
+    """
+    return attention in ("sdpa", "eager")
 
 
 def pack_pairs(input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> PackedPairs | None:
