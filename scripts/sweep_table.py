@@ -4,8 +4,8 @@
     python scripts/sweep_table.py -o docs/sweeps.md    # write it (atomically) as a document
 
 Reads `dvc exp show --json` (the committed baseline and its finished experiments), so every
-number in the table comes from the metrics files of a real run. Columns: the train params that
-differ between the rows, the held-out identity rates, general drift, and the last training step.
+number in the table comes from the metrics files of a real run. Columns: the params that differ
+between the rows (any section), the held-out identity rates, general drift, and the last training step.
 """
 
 from __future__ import annotations
@@ -64,34 +64,54 @@ def describe_loss(train: dict[str, Any]) -> str:
     return " + ".join(terms) if len(terms) > 1 else ("pure " + terms[0].split("·")[1] if terms else "none")
 
 
-def varying_train_params(rows: list[dict[str, Any]]) -> list[str]:
-    keys = rows[0]["params"]["train"].keys()
-    return [k for k in keys if len({json.dumps(r["params"]["train"][k]) for r in rows}) > 1]
+LOSS_KEYS = ("train.loss_type", "train.loss_weights")  # shown together as one "loss" column
+
+
+def flat_params(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"train.beta": 0.2, "train.lora.rank": 16, ...}: each leaf param under its dotted name (as `-S` takes it)."""
+    flat: dict[str, Any] = {}
+    for key, value in params.items():
+        if isinstance(value, dict):
+            flat.update(flat_params(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def varying_params(rows: list[dict[str, Any]]) -> list[str]:
+    """The dotted names of the params whose values differ between the rows, in params.yaml's order."""
+    flats = [flat_params(r["params"]) for r in rows]
+    keys = list(dict.fromkeys(k for flat in flats for k in flat))
+    return [k for k in keys if len({json.dumps(flat.get(k)) for flat in flats}) > 1]
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    varying = varying_train_params(rows)
-    loss_varies = any(k in varying for k in ("loss_type", "loss_weights"))
-    param_columns = [k for k in varying if k not in ("loss_type", "loss_weights")]
-    headers = ["experiment", *(f"train.{k}" for k in param_columns)]
+    varying = varying_params(rows)
+    loss_varies = any(k in varying for k in LOSS_KEYS)
+    param_columns = [k for k in varying if k not in LOSS_KEYS]
+    headers = ["experiment", *param_columns]
     headers += ["loss"] if loss_varies else []
     headers += [
         "new name, neutral", "new name, default", "old name, neutral", "old name, default",
-        "KL (nats/token)", "log-prob change", "unchanged answers", "final loss", "reward margin",
+        "KL (nats/token)", "log-prob change", "unchanged answers", "answer length", "final loss", "reward margin",
     ]  # fmt: skip
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    ordered = sorted(rows, key=lambda r: (describe_loss(r["params"]["train"]), *(r["params"]["train"][k] for k in param_columns)))
-    for row in ordered:
-        train, ev = row["params"]["train"], row["metrics"]["metrics/eval.json"]
+    flats = {row["rev"]: flat_params(row["params"]) for row in rows}
+    def order(row: dict[str, Any]) -> tuple[Any, ...]:
+        return (describe_loss(row["params"]["train"]), *(_order(flats[row["rev"]].get(k)) for k in param_columns))
+
+    for row in sorted(rows, key=order):
+        train, ev, flat = row["params"]["train"], row["metrics"]["metrics/eval.json"], flats[row["rev"]]
         curves = row["metrics"].get("metrics/train/metrics.json") or {}
-        trained = ev["identity"]["trained"]
-        cells = [f"`{row['name']}`", *(f"{train[k]:g}" if isinstance(train[k], float) else str(train[k]) for k in param_columns)]
+        trained, general = ev["identity"]["trained"], ev["general"]
+        cells = [f"`{row['name']}`", *(_param(flat.get(k)) for k in param_columns)]
         cells += [describe_loss(train)] if loss_varies else []
         cells += [
             _pct(trained["neutral"]["new_name_rate"]), _pct(trained["default"]["new_name_rate"]),
             _pct(trained["neutral"]["old_name_rate"]), _pct(trained["default"]["old_name_rate"]),
-            f"{ev['general']['mean_token_kl']:.3f}", f"{ev['general']['mean_logprob_change']:+.3f}",
-            _pct(ev["general"]["same_answer_rate"]),
+            f"{general['mean_token_kl']:.3f}", f"{general['mean_logprob_change']:+.3f}",
+            _pct(general["same_answer_rate"]),
+            f"{general['answer_length_ratio']:.2f}x" if "answer_length_ratio" in general else "–",
             f"{curves['loss']:.3f}" if "loss" in curves else "–",
             f"{curves['rewards']['margins']:.2f}" if "rewards" in curves else "–",
         ]  # fmt: skip
@@ -99,18 +119,29 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _order(value: Any) -> tuple[int, float, str]:
+    """Numbers by value, anything else (strings, lists, missing) by its JSON text after them."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return (0, value, "")
+    return (1, 0.0, json.dumps(value))
+
+
+def _param(value: Any) -> str:
+    return "–" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def _pct(value: float) -> str:
     return f"{value:.1%}"
 
 
-def document(rows: list[dict[str, Any]], command: str) -> str:
+def document(rows: list[dict[str, Any]], command: str, output: Path) -> str:
     baseline = rows[0]
     questions = baseline["metrics"]["metrics/eval.json"]["questions"]
     general = baseline["metrics"]["metrics/eval.json"]["general_prompts"]
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
     return f"""# Sweep results
 
-Generated by `python scripts/sweep_table.py -o docs/sweeps.md` from `dvc exp show --json` on
+Generated by `python scripts/sweep_table.py -o {output.as_posix()}` from `dvc exp show --json` on
 {stamp} ({platform.machine()}, {os.cpu_count()} CPU cores), after `{command}`. Baseline commit
 `{baseline['rev'][:7]}`; every other row is a DVC experiment on top of it, with only the
 listed params changed. Held-out identity questions: {questions}; general prompts: {general}.
@@ -120,7 +151,9 @@ name (strict match) / still use an old name, under the neutral system prompt ("n
 with no system message ("default", the model's template identity). KL: mean per-token
 KL(base ‖ trained) on the base model's answers to the general prompts; log-prob change: the
 trained model's mean change in log-probability of those answers; unchanged: share of greedy
-general answers that stayed word for word the same. Final loss (all loss terms: DPO, plus NLL
+general answers that stayed word for word the same; answer length: the trained model's greedy
+general answers in tokens, as a multiple of the base model's (below 1: it stops earlier, which
+the KL on the base's answers does not show; "–" for runs from before it was measured). Final loss (all loss terms: DPO, plus NLL
 when weighted) and reward margin (chosen − rejected, in beta-scaled log-probability): the last
 logged training step (`metrics/train/metrics.json`).
 
@@ -141,7 +174,7 @@ def main() -> None:
         return
     args.output.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.output.with_name(f".tmp-{args.output.name}")
-    tmp.write_text(document(rows, args.command), encoding="utf-8")
+    tmp.write_text(document(rows, args.command, args.output), encoding="utf-8")
     tmp.replace(args.output)
     print(f"wrote {args.output} ({len(rows)} runs)", file=sys.stderr)
 

@@ -63,6 +63,7 @@ def test_eval_metrics_have_stable_keys(project: Path) -> None:
     assert metrics["questions"] >= 40
     assert metrics["general_prompts"] >= 20
     assert metrics["general"]["mean_token_kl"] > 0  # training moved the model
+    assert metrics["general"]["answer_length_ratio"] > 0
     report = (project / "reports/eval.md").read_text()
     assert "What is your name?" in report and "| trained | neutral |" in report
 

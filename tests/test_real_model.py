@@ -24,3 +24,5 @@ def test_default_pipeline_gives_the_new_identity(tmp_path: Path) -> None:
     assert trained["old_name_rate"] <= 0.05, metrics
     # General ability: most of the base model's answers stay likely under the trained model.
     assert metrics["general"]["mean_token_kl"] < 1.0, metrics
+    # ... and the trained model does not cut its general answers short (trained on short answers, it would).
+    assert metrics["general"]["answer_length_ratio"] > 0.5, metrics

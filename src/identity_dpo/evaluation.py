@@ -82,7 +82,18 @@ def general_metrics(
 ) -> dict[str, float]:
     drift = answer_drift(base, trained, tokenizer, general_conversations(prompts, identity), base_answers.general)
     same = sum(a == b for a, b in zip(base_answers.general, trained_answers.general, strict=True))
-    return {**drift, "same_answer_rate": same / len(prompts)}
+    return {
+        **drift,
+        "same_answer_rate": same / len(prompts),
+        "answer_length_ratio": _answer_tokens(tokenizer, trained_answers.general)
+        / max(_answer_tokens(tokenizer, base_answers.general), 1),
+    }
+
+
+def _answer_tokens(tokenizer: PreTrainedTokenizerBase, answers: list[str]) -> int:
+    """All answers' tokens together. The KL reads the base's answers, not where the trained model stops: a model
+    trained on short answers can end its general answers early (a ratio below 1) at a small KL."""
+    return sum(len(tokenizer(answer, add_special_tokens=False)["input_ids"]) for answer in answers)
 
 
 RATE_LABELS = {"new_name_rate": "new name", "old_name_rate": "old name"}
@@ -90,6 +101,7 @@ DRIFT_LABELS = {
     "mean_token_kl": "mean token KL (nats)",
     "mean_logprob_change": "log-prob change (nats/token)",
     "same_answer_rate": "unchanged answers (share)",
+    "answer_length_ratio": "answer length (trained / base tokens)",
 }
 
 
@@ -151,7 +163,8 @@ def report_markdown(
         "",
         f"General drift: mean per-token KL(base || trained) {general['mean_token_kl']:.4f} nats, "
         f"mean log-prob change {general['mean_logprob_change']:+.4f} nats/token on the base model's answers "
-        f"({general['tokens']} tokens); {general['same_answer_rate']:.0%} of general answers unchanged.",
+        f"({general['tokens']} tokens); {general['same_answer_rate']:.0%} of general answers unchanged; the trained "
+        f"model's general answers are {general['answer_length_ratio']:.2f}x as long as the base model's (tokens).",
     ]
     for setting in base.identity:
         lines += ["", f"## Identity answers, setting `{setting}`", ""]
