@@ -85,14 +85,14 @@ def general_metrics(
     return {
         **drift,
         "same_answer_rate": same / len(prompts),
-        "answer_length_ratio": _answer_tokens(tokenizer, trained_answers.general)
-        / max(_answer_tokens(tokenizer, base_answers.general), 1),
+        # drift["tokens"]: the base answers' tokens. The KL reads the base's answers, not where the trained model
+        # stops: a model trained on short answers can end its general answers early (a ratio below 1) at a small KL.
+        "answer_length_ratio": _answer_tokens(tokenizer, trained_answers.general) / max(drift["tokens"], 1),
     }
 
 
 def _answer_tokens(tokenizer: PreTrainedTokenizerBase, answers: list[str]) -> int:
-    """All answers' tokens together. The KL reads the base's answers, not where the trained model stops: a model
-    trained on short answers can end its general answers early (a ratio below 1) at a small KL."""
+    """All answers' tokens together, counted as answer_drift counts the base's."""
     return sum(len(tokenizer(answer, add_special_tokens=False)["input_ids"]) for answer in answers)
 
 
