@@ -11,9 +11,9 @@
    whether the greedy answers are identical.
 3. DPO training on the same pairs, each configuration in a fresh process (so its peak memory is its
    own): the lesson's config (TRL directly: batch 1 x accumulation 8, reference model run every step)
-   vs our default with TRL's two rows per pair vs our default (one row per pair: the prompt read once)
-   vs our default with activation checkpointing: pairs/s, achieved FLOP/s as a share of
-   a large fp32 matrix product's FLOP/s measured in this run, and peak resident memory.
+   vs ours with full fine-tuning (the default before LoRA) vs our default (LoRA adapters) vs our
+   default with activation checkpointing: pairs/s, achieved FLOP/s as a share of a large fp32 matrix
+   product's FLOP/s measured in this run, and peak resident memory.
 """
 
 from __future__ import annotations
@@ -39,6 +39,8 @@ sys.path.insert(0, str(ROOT / "src"))
 RESULTS = ROOT / "BENCHMARKS.md"
 # The issue's absolute targets (150 tokens/s, 5 minutes) were set on a machine with this matrix-product speed.
 TARGET_MACHINE_GFLOPS = 150
+# Our full fine-tuning row: the default before LoRA (its held-out rates: README, "Why LoRA").
+FULL_FINE_TUNING_LR = 1.5e-4
 LESSON_TRAIN = {"beta": 0.2, "per_device_train_batch_size": 1, "gradient_accumulation_steps": 8,
                 "num_train_epochs": 1, "learning_rate": 5e-5, "logging_steps": 2}  # fmt: skip
 
@@ -94,7 +96,11 @@ def cold_start(clone: Path, quick: bool) -> dict[str, Any]:
     params = yaml.safe_load((clone / "params.yaml").read_text())
     pairs = json.loads((clone / "metrics" / "pairs.json").read_text())["pairs"]
     return {"wall": wall, "stages": stages, "eval": evaluation, "noop": noop, "prompts": params["pairs"]["max_prompts"],
-            "pairs": pairs, "batch_size": params["train"]["batch_size"]}  # fmt: skip
+            "pairs": pairs, "batch_size": params["train"]["batch_size"], "method": _method(params["train"]["lora"])}
+
+
+def _method(lora: dict[str, Any]) -> str:
+    return f"LoRA rank {lora['rank']}" if lora["enabled"] else "full fine-tuning"
 
 
 def _quick_params(path: Path) -> None:
@@ -183,7 +189,7 @@ def generation(clone: Path, prompts: int, max_new_tokens: int, batch_size: int) 
 
 def training(clone: Path, pairs: int) -> dict[str, Any]:
     results = {}
-    for config in ("lesson", "ours, two rows", "ours", "ours+checkpointing"):
+    for config in ("lesson", "ours, full fine-tuning", "ours", "ours+checkpointing"):
         command = [sys.executable, __file__, "--train-worker", config, "--clone", str(clone), "--pairs", str(pairs)]
         output, ceiling = ceiling_around(lambda command=command: subprocess.run(command, capture_output=True,
                                                                                text=True, check=False))
@@ -204,8 +210,12 @@ def train_worker(config: str, clone: Path, count: int) -> None:
                                "a preference pair")[:count]  # fmt: skip
     model_dir = clone / "models" / "base"
     params = load_params(clone / "params.yaml").train
+    if config == "ours, full fine-tuning":
+        lora = dataclasses.replace(params.lora, enabled=False)
+        params = dataclasses.replace(params, lora=lora, learning_rate=FULL_FINE_TUNING_LR)
+    elif config == "ours+checkpointing":
+        params = dataclasses.replace(params, activation_checkpointing=True)
     steps = StepsTimer()
-    shared_prompt = config in ("ours", "ours+checkpointing")  # one row per pair: each prompt read once
     with tempfile.TemporaryDirectory() as scratch:
         out = Path(scratch)
         start = time.perf_counter()
@@ -213,19 +223,17 @@ def train_worker(config: str, clone: Path, count: int) -> None:
             _lesson_train(model_dir, pairs, out, steps)
             max_length = None  # TRL's default (1024) cuts nothing here
         else:
-            from identity_dpo import lm_head
             from identity_dpo.training import train_dpo
 
-            lm_head.SHARE_PROMPTS = shared_prompt
-            if config == "ours+checkpointing":
-                params = dataclasses.replace(params, activation_checkpointing=True)
             train_dpo(model_dir, pairs, params, out / "model", out / "curves", out / "scratch", callbacks=[steps])
             max_length = params.max_length
         seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    flops = training_flops(model_dir, pairs, max_length, shared_prompt=shared_prompt)
+    lora = params.lora if config != "lesson" and params.lora.enabled else None
+    policy, reference = training_flops(model_dir, pairs, max_length, shared_prompt=config != "lesson", lora=lora)
+    flops = policy + reference
     # In the training loop: the lesson's reference forward runs there, ours ran before (precomputed).
-    loop_flops = flops if config == "lesson" else flops * 3 / 4
+    loop_flops = flops if config == "lesson" else policy
     print(json.dumps({"seconds": seconds, "pairs": len(pairs), "flops": flops, "peak_bytes": peak,
                       "loop_seconds": steps.seconds, "loop_flops": loop_flops}))  # fmt: skip
 
@@ -262,15 +270,21 @@ def _lesson_train(model_dir: Path, pairs: list[dict], out: Path, steps: Any) -> 
     trainer.model.save_pretrained(out / "model", safe_serialization=True)
 
 
-def training_flops(model_dir: Path, pairs: list[dict], max_length: int | None, *, shared_prompt: bool) -> float:
-    """Model FLOPs the training needs, counted the same way for every configuration.
+def training_flops(
+    model_dir: Path, pairs: list[dict], max_length: int | None, *, shared_prompt: bool, lora: Any = None
+) -> tuple[float, float]:
+    """Model FLOPs the training needs, (policy, reference), counted the same way for every configuration.
 
     Per pair, chosen and rejected sequences (prompt + answer + end of turn, real tokens only, no padding):
     the decoder's linear layers and attention on every token, the LM head on the answer tokens only (the
-    only ones scored); x3 for the policy (forward, backward) plus one reference forward (every step in the
-    lesson's config, once before training in ours: the same count). Sequences are cut at `max_length` as the
-    trainer cuts them. With `shared_prompt` (one row per pair) the prompt's tokens are counted once per pair,
-    as they are computed once. Recomputation (activation checkpointing) and padding are not counted: not needed.
+    only ones scored). The reference is one forward (every step in the lesson's config, once before training
+    in ours: the same count). The policy is a forward and a backward: with full fine-tuning the backward
+    costs two forwards (gradients of the inputs and of the weights); with `lora` (LoraParams) the frozen
+    weights get no gradients, so the linear layers and the head cost one forward in the backward, attention
+    still two, plus the adapters' own products (forward and backward: 6 FLOPs per adapter weight and token).
+    Sequences are cut at `max_length` as the trainer cuts them. With `shared_prompt` (one row per pair) the
+    prompt's tokens are counted once per pair, as they are computed once. Recomputation (activation
+    checkpointing) and padding are not counted: not needed.
     """
     from transformers import AutoConfig, AutoTokenizer
 
@@ -280,18 +294,36 @@ def training_flops(model_dir: Path, pairs: list[dict], max_length: int | None, *
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     decoder, head = linear_weights(config)
     d, layers = config.hidden_size, config.num_hidden_layers
-    total = 0.0
+    tokens = attention = scored = 0.0  # over every sequence the model reads
     for pair in pairs:
         prompt = len(render_prompt(tokenizer, pair["prompt"]))
         for answer in (pair["chosen"], pair["rejected"]):
             full = len(render_tokens(tokenizer, pair["prompt"] + answer))
             full = min(full, max_length or full)
-            scored = max(full - prompt, 0)
-            forward = 2 * decoder * full + 2 * layers * d * full * full + 2 * head * scored
-            total += forward * 4
+            tokens += full
+            attention += 2 * layers * d * full * full
+            scored += max(full - prompt, 0)
         if shared_prompt:  # the second sequence's prompt, not computed again
-            total -= (2 * decoder * prompt + 2 * layers * d * prompt * prompt) * 4
-    return total
+            tokens -= prompt
+            attention -= 2 * layers * d * prompt * prompt
+    linear = 2 * decoder * tokens + 2 * head * scored
+    forward = linear + attention
+    if lora is None:
+        return 3 * forward, forward
+    return forward + linear + 2 * attention + 6 * adapter_weights(config, lora) * tokens, forward
+
+
+def adapter_weights(config: Any, lora: Any) -> int:
+    """The LoRA adapters' weights on this architecture, counted by PEFT on a model built without memory."""
+    import torch
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from identity_dpo.training import lora_config
+
+    with torch.device("meta"):
+        model = get_peft_model(AutoModelForCausalLM.from_config(config), lora_config(lora))
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def linear_weights(config: Any) -> tuple[int, int]:
@@ -384,21 +416,23 @@ def report(machine: dict[str, Any], cold: dict[str, Any], gen: dict[str, Any], t
         f"The first {train['ours']['pairs']} pairs of the cold run, one epoch, each configuration in a fresh "
         "process; seconds from loading the model to the saved result (reference log-probs included). Model "
         "FLOPs are counted the same way for all (`training_flops`: real tokens, LM head on answer tokens, "
-        "x3 for the policy + 1 reference forward; recomputation and padding not counted), except that a "
+        "a forward and a backward for the policy + 1 reference forward, where LoRA's backward computes no "
+        "gradients of the frozen weights; recomputation and padding not counted), except that a "
         "configuration that reads each pair's prompt once is counted for reading it once, so its FLOP share "
         "is not inflated by work it skips: compare pairs/s for speed. The training loop "
         "alone leaves out what every run pays once (imports, loading, tokenizing, saving) and, for ours, the "
-        "reference precompute (a quarter of the FLOPs, run before the loop).",
+        "reference precompute (one forward, run before the loop).",
         "",
         "| configuration | seconds | pairs/s | vs lesson | model TFLOP | achieved GFLOP/s | share of matmul (its GFLOP/s) "
         "| training loop only: seconds, share | peak RSS |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     lesson_pps = train["lesson"]["pairs"] / train["lesson"]["seconds"]
-    labels = {"lesson": "lesson: batch 1 x accum 8, reference every step, TRL's LM head",
-              "ours, two rows": "ours, but TRL's two rows per pair (chosen, rejected: each prompt read twice)",
-              "ours": f"ours (params.yaml): batch {cold['batch_size']}, reference precomputed, answer-only LM head, "
-                      "one row per pair",
+    labels = {"lesson": "lesson: batch 1 x accum 8, reference every step, TRL's LM head, full fine-tuning",
+              "ours, full fine-tuning": f"ours with full fine-tuning (lr {FULL_FINE_TUNING_LR:g}, the default before "
+                                        "LoRA)",
+              "ours": f"ours (params.yaml): {cold['method']}, batch {cold['batch_size']}, reference "
+                      "precomputed, answer-only LM head, one row per pair (each prompt read once)",
               "ours+checkpointing": "ours + `train.activation_checkpointing: true`"}  # fmt: skip
     for key, result in train.items():
         pps = result["pairs"] / result["seconds"]

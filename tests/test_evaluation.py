@@ -6,7 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from identity_dpo import drift
+from identity_dpo.drift import answer_drift
 from identity_dpo.evaluation import ModelAnswers, general_metrics
+from identity_dpo.generation import render_prompt, with_system
 from identity_dpo.models import load_model
 from identity_dpo.params import IdentityParams
 
@@ -27,3 +30,51 @@ def test_general_metrics_see_answers_that_end_early(tiny_model_dir: Path) -> Non
     assert metrics["same_answer_rate"] == 0.5
     assert metrics["mean_token_kl"] == pytest.approx(0.0, abs=1e-6)  # the same model reads the same base answers
     assert metrics["tokens"] == tokens[0] + tokens[1]
+
+
+def drift_one_answer_at_a_time(base, trained, tokenizer, conversations, answers) -> tuple[float, float, int]:  # noqa: ANN001
+    """The plain reading: each prompt + answer alone, the whole vocabulary's log-probs at every answer position."""
+    import torch
+
+    kl = change = 0.0
+    tokens = 0
+    for messages, answer in zip(conversations, answers, strict=True):
+        prompt = render_prompt(tokenizer, messages)
+        completion = tokenizer(answer, add_special_tokens=False)["input_ids"]
+        if not completion:
+            continue
+        ids = torch.tensor([prompt + completion])
+        positions = slice(len(prompt) - 1, ids.shape[1] - 1)
+        with torch.inference_mode():
+            base_logp = torch.log_softmax(base(ids).logits[0, positions].float(), dim=-1)
+            trained_logp = torch.log_softmax(trained(ids).logits[0, positions].float(), dim=-1)
+        target = torch.tensor(completion).unsqueeze(1)
+        kl += (base_logp.exp() * (base_logp - trained_logp)).sum().item()
+        change += (trained_logp.gather(1, target) - base_logp.gather(1, target)).sum().item()
+        tokens += len(completion)
+    return kl / tokens, change / tokens, tokens
+
+
+def test_batched_drift_equals_reading_each_answer_alone(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    base, tokenizer = load_model(tiny_model_dir)
+    trained, _ = load_model(tiny_model_dir)
+    with torch.no_grad():
+        for parameter in trained.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.05, alpha=1.0)
+    monkeypatch.setattr(drift, "DRIFT_BATCH", 3)  # two batches, the second one short
+    conversations = [
+        with_system([{"role": "user", "content": prompt}], IDENTITY.system_prompt)
+        for prompt in ("Hi", "Name three rivers in Europe and say which one is longest.", "Why?", "", "Count to five")
+    ]
+    answers = ["Hello there, how can I help?", "The Danube, the Rhine and the Volga; the Volga is longest.", "",
+               "Nothing was asked.", "One, two, three, four, five."]  # an empty answer is skipped
+
+    got = answer_drift(base, trained, tokenizer, conversations, answers)
+
+    kl, change, tokens = drift_one_answer_at_a_time(base, trained, tokenizer, conversations, answers)
+    assert got["tokens"] == tokens
+    assert kl > 1e-3  # the two models differ, so the comparison means something
+    assert got["mean_token_kl"] == pytest.approx(kl, rel=1e-4)
+    assert got["mean_logprob_change"] == pytest.approx(change, rel=1e-4)

@@ -86,6 +86,41 @@ def test_local_folder_is_saved_as_safetensors(tmp_path: Path, tiny_model_dir: Pa
     assert not any(name.endswith((".bin", ".pt")) for name in names)
 
 
+def test_the_gguf_fast_path_reads_the_same_fields_and_tensors(tmp_path: Path) -> None:
+    import gguf
+    import numpy as np
+
+    from identity_dpo.models import _gguf_parsed_once
+
+    path = tmp_path / "model.gguf"
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_token_list(["<s>", "hello", "wörld", ""])  # a string array, as the 49k vocabulary is
+    writer.add_token_scores([0.0, -1.5, -2.0, -3.0])
+    writer.add_uint32("test.count", 7)
+    writer.add_string("test.text", "Deep Qwen")
+    writer.add_tensor("blk.0.weight", np.arange(12, dtype=np.float32).reshape(3, 4))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+    plain = gguf.GGUFReader(str(path))
+    with _gguf_parsed_once():
+        fast = gguf.GGUFReader(str(path))
+        assert fast is gguf.GGUFReader(str(path))  # parsed once
+    assert type(fast) is not gguf.GGUFReader and gguf.GGUFReader is type(plain)  # patched only inside
+    assert fast.fields.keys() == plain.fields.keys()
+    for name, field in plain.fields.items():
+        other = fast.fields[name]
+        assert (other.data, other.types, other.offset) == (field.data, field.types, field.offset), name
+        assert len(other.parts) == len(field.parts), name
+        for a, b in zip(other.parts, field.parts):
+            assert a.dtype == b.dtype and np.array_equal(a, b), name
+    assert [t.name for t in fast.tensors] == [t.name for t in plain.tensors]
+    assert all(np.array_equal(a.data, b.data) for a, b in zip(fast.tensors, plain.tensors))
+    assert fast.fields["tokenizer.ggml.tokens"].contents() == ["<s>", "hello", "wörld", ""]
+
+
 def test_batched_generation_matches_one_at_a_time(tiny_model_dir: Path) -> None:
     model, tokenizer = load_model(tiny_model_dir)
     questions = ["Who are you?", "What is your name, please, if you do not mind me asking?", "Hi", "2+2?", "Why?"]

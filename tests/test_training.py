@@ -68,7 +68,7 @@ def load_stage(name: str) -> Any:
 def test_defaults_keep_single_process_training(default_params: dict[str, Any], tmp_path: Path) -> None:
     params = params_from_dict(default_params).train
     assert params.launch == LaunchParams(profile="none", processes=1)
-    assert params.lora.enabled is False and params.resume is False and params.precision == "auto"
+    assert params.lora.enabled is True and params.resume is False and params.precision == "auto"
     config = dpo_config(params, tmp_path, 127)
     assert config.save_strategy == "no" and config.output_dir == str(tmp_path)
     assert config.bf16 is False and config.fp16 is False  # this CPU: fp32
