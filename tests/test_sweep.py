@@ -81,6 +81,8 @@ def test_sweep_table_lists_each_run_with_its_params(swept: tuple[Path, str]) -> 
     assert "train.beta" in lines[0] and "loss" in lines[0]
     assert len(lines) == 2 + 5, "the baseline and four experiments"
     assert any("pure sigmoid" in line for line in lines) and any("1·sigmoid + 1·NLL" in line for line in lines)
+    baseline = run(project, ["git", "rev-parse", "HEAD"]).stdout.strip()
+    assert run(project, [sys.executable, "scripts/sweep_table.py", "--rev", baseline]).stdout == table
 
 
 def test_metrics_params_and_plots_diff_compare_experiments(swept: tuple[Path, str], tmp_path: Path) -> None:
