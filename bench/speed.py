@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT / "src"))
 RESULTS = ROOT / "BENCHMARKS.md"
 # The absolute targets (150 tokens/s, 5 minutes) were set on a machine with this matrix-product speed.
 TARGET_MACHINE_GFLOPS = 150
-# Our full fine-tuning row: the default before LoRA (its held-out rates: README, "Why LoRA").
+# Our full fine-tuning row: the default before LoRA (its held-out rates: README, "LoRA instead of full fine-tuning").
 FULL_FINE_TUNING_LR = 1.5e-4
 LESSON_TRAIN = {"beta": 0.2, "per_device_train_batch_size": 1, "gradient_accumulation_steps": 8,
                 "num_train_epochs": 1, "learning_rate": 5e-5, "logging_steps": 2}  # fmt: skip
