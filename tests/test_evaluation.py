@@ -32,7 +32,9 @@ def test_general_metrics_see_answers_that_end_early(tiny_model_dir: Path) -> Non
     assert metrics["tokens"] == tokens[0] + tokens[1]
 
 
-def drift_one_answer_at_a_time(base, trained, tokenizer, conversations, answers) -> tuple[float, float, int]:  # noqa: ANN001
+def drift_one_answer_at_a_time(
+    base, trained, tokenizer, conversations, answers  # noqa: ANN001
+) -> tuple[float, float, int]:
     """The plain reading: each prompt + answer alone, the whole vocabulary's log-probs at every answer position."""
     import torch
 

@@ -40,8 +40,8 @@ def answer_drift(
     kl_sum = logprob_change_sum = 0.0
     for start in range(0, len(rows), DRIFT_BATCH):
         batch = rows[start : start + DRIFT_BATCH]
-        base_logp = answer_log_probs(base, batch, tokenizer.pad_token_id)
-        trained_logp = answer_log_probs(trained, batch, tokenizer.pad_token_id)
+        base_logp = vocabulary_log_probs(base, batch, tokenizer.pad_token_id)
+        trained_logp = vocabulary_log_probs(trained, batch, tokenizer.pad_token_id)
         target = torch.tensor([token for _, completion in batch for token in completion]).unsqueeze(1)
         kl_sum += (base_logp.exp() * (base_logp - trained_logp)).sum().item()
         logprob_change_sum += (trained_logp.gather(1, target) - base_logp.gather(1, target)).sum().item()
@@ -53,7 +53,7 @@ def answer_drift(
     }
 
 
-def answer_log_probs(model: PreTrainedModel, rows: Sequence[tuple[list[int], list[int]]], pad: int) -> Any:
+def vocabulary_log_probs(model: PreTrainedModel, rows: Sequence[tuple[list[int], list[int]]], pad: int) -> Any:
     """Log-probabilities over the vocabulary of every answer token, read after its prompt (teacher forcing):
     one row per answer token, the rows' answers one after another.
 
