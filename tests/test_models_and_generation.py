@@ -162,6 +162,22 @@ def test_decoding_loop_gives_the_tokens_of_transformers_generate(
         assert answer == alone[0, len(prompt) :].tolist()
 
 
+def test_finished_rows_are_filled_by_rows_from_the_end_of_the_batch() -> None:
+    """After a step, rows that go on keep their place where they can, so the cache copies one row per finished row."""
+    import random
+
+    from identity_dpo.generation import _fill_holes
+
+    assert _fill_holes([1, 2, 4]) == [4, 1, 2]
+    assert _fill_holes([0, 1, 2]) == [0, 1, 2]
+    rng = random.Random(0)
+    for _ in range(200):
+        keep = sorted(rng.sample(range(40), rng.randint(1, 40)))
+        order = _fill_holes(keep)
+        assert sorted(order) == keep
+        assert all(order[k] == k for k in keep if k < len(keep))
+
+
 @pytest.mark.parametrize(
     "prompts",
     [

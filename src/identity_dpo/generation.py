@@ -191,16 +191,34 @@ def greedy_decode(model, prompts: list[list[int]], max_new_tokens: int, stops: l
         if not keep:
             return answers
         if len(keep) < len(active):
-            rows = torch.tensor(keep)
-            cache.batch_select_indices(rows)
+            order = _fill_holes(keep)
+            for layer in cache.layers:
+                layer.keep_rows(order)
+            rows = torch.tensor(order)
             attention_mask, next_tokens, positions = attention_mask[rows], next_tokens[rows], positions[rows]
-            active = [active[k] for k in keep]
+            active = [active[k] for k in order]
         attention_mask = torch.cat([attention_mask, attention_mask.new_ones((len(active), 1))], dim=-1)
         positions = positions + 1
         next_tokens = _greedy_next(
             model, head, input_ids=next_tokens[:, None], attention_mask=attention_mask, position_ids=positions[:, None],
             past_key_values=cache, use_cache=True,
         )  # fmt: skip
+
+
+def _fill_holes(keep: list[int]) -> list[int]:
+    """The batch rows after a step (new row j is old row order[j]) when only the rows `keep` (ascending) go on.
+
+    A kept row among the first len(keep) stays where it is; each row that finished there is replaced by a kept
+    row from beyond them. So the cache moves one row per finished row instead of copying every row that goes on:
+    copying them all (all layers' keys and values, a few MB per row) was 7% of the decoding time.
+    """
+    n = len(keep)
+    kept = set(keep)
+    order = list(range(n))
+    holes = [k for k in range(n) if k not in kept]
+    for hole, row in zip(holes, (k for k in keep if k >= n), strict=True):
+        order[hole] = row
+    return order
 
 
 # Most prompt tokens per prefill forward pass (its activations stay small), and what one more pass costs, counted
@@ -369,6 +387,18 @@ def _growing_layer_class() -> type:
 
         def batch_select_indices(self, indices: Any) -> None:
             self._keys, self._values = self._keys[indices], self._values[indices]
+            self._expose()
+
+        def keep_rows(self, order: list[int]) -> None:
+            """New row j is old row order[j]; only rows that change place are copied (see _fill_holes)."""
+            import torch
+
+            moves = [(new, old) for new, old in enumerate(order) if new != old]
+            if moves:
+                targets, sources = (torch.tensor(rows) for rows in zip(*moves, strict=True))
+                self._keys[targets] = self._keys[sources]
+                self._values[targets] = self._values[sources]
+            self._keys, self._values = self._keys[: len(order)], self._values[: len(order)]
             self._expose()
 
     return GrowingLayer
