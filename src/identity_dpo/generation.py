@@ -192,9 +192,8 @@ def greedy_decode(model, prompts: list[list[int]], max_new_tokens: int, stops: l
             return answers
         if len(keep) < len(active):
             order = _fill_holes(keep)
-            for layer in cache.layers:
-                layer.keep_rows(order)
             rows = torch.tensor(order)
+            cache.batch_select_indices(rows)
             attention_mask, next_tokens, positions = attention_mask[rows], next_tokens[rows], positions[rows]
             active = [active[k] for k in order]
         attention_mask = torch.cat([attention_mask, attention_mask.new_ones((len(active), 1))], dim=-1)
@@ -386,19 +385,15 @@ def _growing_layer_class() -> type:
             return self.keys, self.values
 
         def batch_select_indices(self, indices: Any) -> None:
-            self._keys, self._values = self._keys[indices], self._values[indices]
-            self._expose()
-
-        def keep_rows(self, order: list[int]) -> None:
-            """New row j is old row order[j]; only rows that change place are copied (see _fill_holes)."""
+            """New row j is old row indices[j]; only rows that change place are copied (see _fill_holes)."""
             import torch
 
-            moves = [(new, old) for new, old in enumerate(order) if new != old]
-            if moves:
-                targets, sources = (torch.tensor(rows) for rows in zip(*moves, strict=True))
-                self._keys[targets] = self._keys[sources]
-                self._values[targets] = self._values[sources]
-            self._keys, self._values = self._keys[: len(order)], self._values[: len(order)]
+            moved = indices != torch.arange(len(indices))
+            if moved.any():
+                targets = moved.nonzero().squeeze(1)
+                self._keys[targets] = self._keys[indices[targets]]  # the right side is a copy, so overlaps are safe
+                self._values[targets] = self._values[indices[targets]]
+            self._keys, self._values = self._keys[: len(indices)], self._values[: len(indices)]
             self._expose()
 
     return GrowingLayer
