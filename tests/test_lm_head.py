@@ -32,10 +32,14 @@ def patched_model(model_dir: Path, ours: bool) -> Any:
 
 
 @pytest.mark.parametrize("chunk_tokens", [512, 7])  # 7: the batch spans several chunks, one of them partial
+@pytest.mark.parametrize("kept_chunks", ["all", "none", "one"])  # the softmax kept for the backward, or recomputed
 def test_same_log_probs_statistics_and_gradients_as_trl(
-    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch, chunk_tokens: int
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch, chunk_tokens: int, kept_chunks: str
 ) -> None:
     monkeypatch.setattr(lm_head, "CHUNK_TOKENS", chunk_tokens)
+    vocabulary = patched_model(tiny_model_dir, ours=False).config.vocab_size
+    keep = {"all": lm_head.KEEP_BYTES, "none": 0, "one": chunk_tokens * vocabulary * 4}[kept_chunks]
+    monkeypatch.setattr(lm_head, "KEEP_BYTES", keep)
     torch.manual_seed(0)
     input_ids = torch.randint(0, 1000, (3, 12))
     labels = input_ids.clone()
@@ -60,6 +64,23 @@ def test_same_log_probs_statistics_and_gradients_as_trl(
         torch.testing.assert_close(my_grads[name], grad, rtol=1e-4, atol=1e-5 * float(grad.abs().max()), msg=name)
     # the head itself gets a gradient (tied with the embedding), so the weight path is really checked
     assert my_grads["model.embed_tokens.weight"].abs().sum() > 0
+
+
+def test_a_second_backward_through_the_head_gives_the_same_gradients(tiny_model_dir: Path) -> None:
+    """The kept softmax is consumed by the first backward; with retain_graph a second one recomputes it."""
+    torch.manual_seed(0)
+    input_ids = torch.randint(0, 1000, (2, 10))
+    labels = input_ids.clone()
+    labels[:, :4] = -100
+    model = patched_model(tiny_model_dir, ours=True)
+    loss = model(input_ids=input_ids, labels=labels, fused_lm_head=True).log_probs.sum()
+    loss.backward(retain_graph=True)
+    first = {name: p.grad.clone() for name, p in model.named_parameters()}
+    model.zero_grad()
+    loss.backward()
+    for name, p in model.named_parameters():
+        # the recomputed softmax is exp(logits - log_z), the kept one exp(logits - max) / sum: rounding apart
+        torch.testing.assert_close(p.grad, first[name], rtol=1e-4, atol=1e-5 * float(first[name].abs().max()), msg=name)
 
 
 def test_without_fused_flag_the_model_is_unchanged(tiny_model_dir: Path) -> None:

@@ -218,7 +218,7 @@ def test_a_head_with_a_bias_is_decoded_through_the_models_own_logits() -> None:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from identity_dpo.lm_head import plain_head_weight
+    from identity_dpo.models import plain_head_weight
 
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,

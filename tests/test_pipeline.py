@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import ROOT
 from pipeline_copy import make_copy, run
 
 STAGES = ("fetch_data", "fetch_model", "make_pairs", "train", "evaluate")
@@ -90,3 +91,33 @@ def test_a_bad_param_fails_before_any_work(project: Path) -> None:
     result = run(project, ["dvc", "repro"], check=False)
     assert result.returncode != 0
     assert "identity.new_name: expected a non-empty name" in result.stderr + result.stdout
+
+
+# Plumbing that does not shape results; dvc.yaml leaves it out of the deps on purpose (see its header).
+PLUMBING = {"params", "errors", "atomic", "stage"}
+
+
+def package_imports(path: Path, seen: set[str] | None = None) -> set[str]:
+    """The identity_dpo modules `path` imports, directly or through other identity_dpo modules (lazy imports too)."""
+    import ast
+
+    seen = set() if seen is None else seen
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        names = [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
+        names += [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+        for name in names:
+            module = name.split(".")[1] if name.startswith("identity_dpo.") else None
+            if module and module not in seen:
+                seen.add(module)
+                package_imports(ROOT / "src" / "identity_dpo" / f"{module}.py", seen)
+    return seen
+
+
+def test_every_stage_lists_the_code_it_runs_as_deps() -> None:
+    """A change to any module a stage runs reruns that stage (a forgotten dep would keep stale models and metrics)."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
+    for name, stage in stages.items():
+        deps = set(stage["deps"])
+        assert f"stages/{name}.py" in deps, name
+        needed = {f"src/identity_dpo/{m}.py" for m in package_imports(ROOT / "stages" / f"{name}.py") - PLUMBING}
+        assert needed <= deps, f"{name}: not in its deps: {sorted(needed - deps)}"

@@ -160,6 +160,37 @@ def test_lora_saves_a_merged_plain_model(tiny_model_dir: Path, tmp_path: Path, d
     assert type(model).__name__ == "LlamaForCausalLM"
 
 
+def test_lora_training_runs_the_fused_adapters_with_peft_s_losses(
+    tiny_model_dir: Path, tmp_path: Path, default_params: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CPU LoRA training goes through fused_lora.py, and trains as PEFT's own forward does (same loss curve)."""
+    from identity_dpo import fused_lora, training
+
+    params = train_params(default_params, learning_rate=1e-2, lora={"enabled": True, "rank": 4, "alpha": 8})
+    pairs = make_pairs()
+    calls = [0]
+    apply = fused_lora._LoraLinearFunction.apply
+
+    def counting_apply(*args: Any) -> Any:
+        calls[0] += 1
+        return apply(*args)
+
+    monkeypatch.setattr(fused_lora._LoraLinearFunction, "apply", counting_apply)
+    losses = {}
+    for fused in (True, False):
+        if not fused:
+            monkeypatch.setattr(training, "use_fused_lora", lambda model: 0)
+        curves = tmp_path / f"curves-{fused}"
+        train_dpo(tiny_model_dir, pairs, params, tmp_path / f"out-{fused}", curves, tmp_path / "scratch")
+        losses[fused] = (curves / "plots" / "metrics" / "loss.tsv").read_text(encoding="utf-8").splitlines()[1:]
+        if fused:
+            fused_calls, calls[0] = calls[0], 0
+    assert fused_calls > 0 and calls[0] == 0
+    assert len(losses[True]) == len(losses[False]) > 1
+    for ours, peft in zip(losses[True], losses[False], strict=True):
+        assert float(ours.split("\t")[-1]) == pytest.approx(float(peft.split("\t")[-1]), rel=1e-4, abs=1e-5)
+
+
 # --- resuming from checkpoints ------------------------------------------------------------------------------
 
 

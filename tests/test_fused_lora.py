@@ -1,0 +1,178 @@
+"""The fused LoRA linear (fused_lora.py) against PEFT's lora.Linear: same outputs, gradients and fallbacks."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from identity_dpo import fused_lora
+from identity_dpo.fused_lora import use_fused_lora
+
+TOL = {"rtol": 1e-5, "atol": 1e-5}
+
+
+def base_model(seed: int = 0) -> Any:
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    config = LlamaConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+    )
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(config)
+
+
+def lora_model(dropout: float = 0.0, seed: int = 0) -> Any:
+    from peft import LoraConfig, get_peft_model
+
+    model = base_model(seed)
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", lora_dropout=dropout, task_type="CAUSAL_LM")
+    return randomize_lora_b(get_peft_model(model, lora))
+
+
+def randomize_lora_b(model: nn.Module) -> nn.Module:
+    # PEFT starts lora_B at zero, which would make the LoRA branch (and any bug in it) invisible.
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5)
+    return model
+
+
+def batch() -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, 64, (3, 10), generator=gen)
+    return {"input_ids": ids, "labels": ids}
+
+
+def count_fused_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    calls = [0]
+    apply = fused_lora._LoraLinearFunction.apply
+
+    def counting_apply(*args: Any) -> torch.Tensor:
+        calls[0] += 1
+        return apply(*args)
+
+    monkeypatch.setattr(fused_lora._LoraLinearFunction, "apply", counting_apply)
+    return calls
+
+
+def assert_same_grads(ours: nn.Module, theirs: nn.Module) -> None:
+    theirs_grads = {n: p.grad for n, p in theirs.named_parameters() if p.requires_grad}
+    ours_grads = {n: p.grad for n, p in ours.named_parameters() if p.requires_grad}
+    assert ours_grads.keys() == theirs_grads.keys() and ours_grads
+    for name, grad in theirs_grads.items():
+        assert grad is not None and grad.abs().sum() > 0, name
+        torch.testing.assert_close(ours_grads[name], grad, **TOL, msg=lambda m, n=name: f"{n}: {m}")
+
+
+def test_same_logits_loss_and_gradients_as_peft(monkeypatch: pytest.MonkeyPatch) -> None:
+    from peft.tuners.lora.layer import Linear as LoraLinear
+
+    theirs = lora_model()
+    ours = copy.deepcopy(theirs)
+    assert use_fused_lora(ours) == sum(isinstance(m, LoraLinear) for m in theirs.modules()) == 14
+    calls = count_fused_calls(monkeypatch)
+
+    embeds = theirs.get_input_embeddings()(batch()["input_ids"]).detach()
+    inputs = {"labels": batch()["labels"]}
+    theirs_embeds = embeds.clone().requires_grad_(True)
+    ours_embeds = embeds.clone().requires_grad_(True)
+    theirs_out = theirs(inputs_embeds=theirs_embeds, **inputs)
+    ours_out = ours(inputs_embeds=ours_embeds, **inputs)
+    assert calls[0] == 14  # every LoRA layer went through the fused path once
+
+    torch.testing.assert_close(ours_out.logits, theirs_out.logits, **TOL)
+    torch.testing.assert_close(ours_out.loss, theirs_out.loss, **TOL)
+    theirs_out.loss.backward()
+    ours_out.loss.backward()
+    assert_same_grads(ours, theirs)
+    torch.testing.assert_close(ours_embeds.grad, theirs_embeds.grad, **TOL)
+
+
+def test_disabled_adapters_give_the_base_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = lora_model()
+    use_fused_lora(model)
+    calls = count_fused_calls(monkeypatch)
+    with torch.no_grad():
+        with_lora = model(**batch()).logits
+        with model.disable_adapter():
+            without = model(**batch()).logits
+        base = base_model()(**batch()).logits  # same seed: the weights under the adapters
+    assert calls[0] == 14  # fused with adapters on, PEFT's fallback with them off
+    assert not torch.allclose(with_lora, base, **TOL)
+    torch.testing.assert_close(without, base, **TOL)
+
+
+def test_merged_adapters_match_peft_merged(monkeypatch: pytest.MonkeyPatch) -> None:
+    theirs = lora_model()
+    ours = copy.deepcopy(theirs)
+    use_fused_lora(ours)
+    calls = count_fused_calls(monkeypatch)
+    for model in (theirs, ours):
+        model.merge_adapter()
+    with torch.no_grad():
+        torch.testing.assert_close(ours(**batch()).logits, theirs(**batch()).logits, **TOL)
+    assert calls[0] == 0
+
+
+def test_dropout_in_training_falls_back_to_peft(monkeypatch: pytest.MonkeyPatch) -> None:
+    theirs = lora_model(dropout=0.3)
+    ours = copy.deepcopy(theirs)
+    assert use_fused_lora(ours) == 14
+    calls = count_fused_calls(monkeypatch)
+    theirs.train()
+    ours.train()
+    torch.manual_seed(5)
+    theirs_logits = theirs(**batch()).logits
+    torch.manual_seed(5)
+    ours_logits = ours(**batch()).logits
+    assert calls[0] == 0
+    torch.testing.assert_close(ours_logits, theirs_logits)  # same dropout masks: PEFT's forward ran unchanged
+
+
+class WithBias(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(12, 7, bias=True)
+        self.other = nn.Linear(7, 5, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.other(torch.tanh(self.proj(x)))
+
+
+@pytest.mark.parametrize("train_base", [False, True])
+def test_biased_base_linear_same_outputs_and_gradients(monkeypatch: pytest.MonkeyPatch, train_base: bool) -> None:
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(0)
+    config = LoraConfig(r=3, lora_alpha=5, target_modules=["proj", "other"], lora_dropout=0.0)
+    theirs = randomize_lora_b(get_peft_model(WithBias(), config))
+    if train_base:
+        for name, param in theirs.named_parameters():
+            if "base_layer" in name:
+                param.requires_grad_(True)
+    ours = copy.deepcopy(theirs)
+    assert use_fused_lora(ours) == 2
+    calls = count_fused_calls(monkeypatch)
+
+    x = torch.randn(2, 4, 12)
+    theirs_x, ours_x = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    theirs_y, ours_y = theirs(theirs_x), ours(ours_x)
+    assert calls[0] == 2
+    torch.testing.assert_close(ours_y, theirs_y, **TOL)
+    target = torch.randn_like(theirs_y)
+    ((theirs_y - target) ** 2).sum().backward()
+    ((ours_y - target) ** 2).sum().backward()
+    assert_same_grads(ours, theirs)
+    torch.testing.assert_close(ours_x.grad, theirs_x.grad, **TOL)
+    trained = {n for n, p in ours.named_parameters() if p.requires_grad}
+    assert ("base_model.model.proj.base_layer.bias" in trained) == train_base
