@@ -9,6 +9,7 @@ last one after an interruption.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import hashlib
 import importlib.util
@@ -41,6 +42,7 @@ _NOT_METRICS = ("runtime", "per_second", "total_flos", "num_tokens")
 # Set in the environment of the processes `accelerate launch` starts; its value is the scratch folder they share.
 WORKER_ENV = "IDENTITY_DPO_TRAIN_WORKER"
 _MIXED_PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}  # our precision -> accelerate's flag
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (malloc.h)
 
 # TRL's config still sets the renamed `gradient_checkpointing` field; the warning is not ours to fix.
 warnings.filterwarnings("ignore", message=".*gradient_checkpointing.* is deprecated", category=FutureWarning)
@@ -223,6 +225,7 @@ def train_dpo(
     from identity_dpo.models import load_model
 
     set_seed(params.seed)
+    keep_freed_memory()
     model, tokenizer = load_model(model_dir)
     args = dpo_config(params, scratch_dir, len(pairs), checkpoint_dir)
     start = weights_checksum(model) if args.world_size > 1 else None
@@ -250,6 +253,25 @@ def train_dpo(
         print(rank_report(trainer, start), file=sys.stderr, flush=True)
     save_final_model(trainer, tokenizer, out_dir, merge_lora=params.lora.enabled)
     return logger.summary
+
+
+def keep_freed_memory() -> None:
+    """Have glibc keep the memory a training step frees for the next step instead of handing it back to the system.
+
+    By default glibc gives blocks of 32 MB or more their own mappings and trims the top of its heap once more than
+    twice its (adaptive) mmap threshold is free there, which happens at the end of every step; the next step's
+    activations are then fresh pages that the kernel faults in and zeroes again. With fixed thresholds (a block of
+    less than 256 MB comes from the heap, which is trimmed only once 1 GB at its top is free) the LoRA training loop
+    on the default pairs took 850k -> 260k page faults and 21.6 -> 20.5 s (3 runs of each, alternated), at the same
+    peak. (Setting either parameter turns the adaptive threshold off, so both are set. A low threshold, the
+    opposite, made every activation fresh pages: README, "Speed and memory".)
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (musl, macOS): its allocator keeps its own policy
+        return
+    libc.mallopt(_M_MMAP_THRESHOLD, 256 << 20)
+    libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30)
 
 
 def training_order(pairs: list[dict[str, Any]], tokenizer: Any, params: TrainParams) -> list[dict[str, Any]]:
