@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import torch
+from transformers import AutoConfig
 
 from identity_dpo import lm_head
 from identity_dpo.lm_head import add_answer_lm_head
@@ -37,7 +38,7 @@ def test_same_log_probs_statistics_and_gradients_as_trl(
     tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch, chunk_tokens: int, kept_chunks: str
 ) -> None:
     monkeypatch.setattr(lm_head, "CHUNK_TOKENS", chunk_tokens)
-    vocabulary = patched_model(tiny_model_dir, ours=False).config.vocab_size
+    vocabulary = AutoConfig.from_pretrained(tiny_model_dir).vocab_size
     keep = {"all": lm_head.KEEP_BYTES, "none": 0, "one": chunk_tokens * vocabulary * 4}[kept_chunks]
     monkeypatch.setattr(lm_head, "KEEP_BYTES", keep)
     torch.manual_seed(0)

@@ -165,18 +165,12 @@ def test_lora_training_runs_the_fused_adapters_with_peft_s_losses(
     tiny_model_dir: Path, tmp_path: Path, default_params: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """CPU LoRA training goes through fused_lora.py, and trains as PEFT's own forward does (same loss curve)."""
-    from identity_dpo import fused_lora, training
+    from identity_dpo import training
+    from test_fused_lora import count_fused_calls
 
     params = train_params(default_params, learning_rate=1e-2, lora={"enabled": True, "rank": 4, "alpha": 8})
     pairs = make_pairs()
-    calls = [0]
-    apply = fused_lora._LoraLinearFunction.apply
-
-    def counting_apply(*args: Any) -> Any:
-        calls[0] += 1
-        return apply(*args)
-
-    monkeypatch.setattr(fused_lora._LoraLinearFunction, "apply", counting_apply)
+    calls = count_fused_calls(monkeypatch)
     losses = {}
     for fused in (True, False):
         if not fused:
