@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import importlib.util
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -186,6 +188,73 @@ def test_lora_training_runs_the_fused_adapters_with_peft_s_losses(
         assert float(ours.split("\t")[-1]) == pytest.approx(float(peft.split("\t")[-1]), rel=1e-4, abs=1e-5)
 
 
+def test_cpu_training_runs_fused_norms_and_grouped_attention_with_the_plain_path_s_losses(
+    tiny_model_dir: Path, tmp_path: Path, default_params: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Full fine-tuning (the norms' weights train too) through fused_norm.py and torch's own grouped-query attention,
+    ordered by the packed rows: the loss curve of transformers' norms and repeated key/value heads."""
+    import torch.nn.functional as F
+
+    from identity_dpo import training
+    from test_fused_norm import count_fused_calls
+
+    params = train_params(default_params, learning_rate=1e-2, lora={"enabled": False})
+    norm_calls = count_fused_calls(monkeypatch)
+    attention_calls: list[bool] = []
+    sdpa = F.scaled_dot_product_attention
+
+    def spied_sdpa(*args: Any, **kwargs: Any) -> Any:
+        attention_calls.append(kwargs.get("enable_gqa", False))
+        return sdpa(*args, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", spied_sdpa)
+    orders: list[bool] = []
+    training_order = training.training_order
+
+    def spied_order(*args: Any, one_row_per_pair: bool = False, **kwargs: Any) -> Any:
+        orders.append(one_row_per_pair)
+        return training_order(*args, one_row_per_pair=one_row_per_pair, **kwargs)
+
+    monkeypatch.setattr(training, "training_order", spied_order)
+    losses = {}
+    for fast in (True, False):
+        if not fast:
+            monkeypatch.setattr(training, "use_fused_rms_norm", lambda model: 0)
+            monkeypatch.setattr(training, "grouped_query_attention_in_sdpa", lambda enabled: contextlib.nullcontext())
+            fast_attention, attention_calls[:] = list(attention_calls), []
+        curves = tmp_path / f"curves-{fast}"
+        train_dpo(tiny_model_dir, make_pairs(), params, tmp_path / f"out-{fast}", curves, tmp_path / "scratch")
+        losses[fast] = (curves / "plots" / "metrics" / "loss.tsv").read_text(encoding="utf-8").splitlines()[1:]
+        if fast:
+            fused_norms, norm_calls[0] = norm_calls[0], 0
+    assert fused_norms > 0 and norm_calls[0] == 0
+    assert fast_attention and all(fast_attention) and attention_calls and not any(attention_calls)
+    assert orders == [True, True]
+    assert "TRANSFORMERS_SDPA_FORCE_GQA" not in os.environ  # switched on for the training only
+    assert len(losses[True]) == len(losses[False]) > 1
+    for fast, plain in zip(losses[True], losses[False], strict=True):
+        assert float(fast.split("\t")[-1]) == pytest.approx(float(plain.split("\t")[-1]), rel=1e-4, abs=1e-5)
+
+
+@pytest.mark.parametrize("users_setting", [None, "0"])
+def test_grouped_query_attention_switch_is_restored_and_leaves_a_user_s_setting(
+    users_setting: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from identity_dpo.training import grouped_query_attention_in_sdpa
+
+    name = "TRANSFORMERS_SDPA_FORCE_GQA"
+    if users_setting is None:
+        monkeypatch.delenv(name, raising=False)
+    else:
+        monkeypatch.setenv(name, users_setting)
+    with grouped_query_attention_in_sdpa(enabled=False):
+        assert os.environ.get(name) == users_setting
+    with pytest.raises(RuntimeError), grouped_query_attention_in_sdpa(enabled=True):
+        assert os.environ.get(name) == (users_setting or "1")
+        raise RuntimeError("training failed")
+    assert os.environ.get(name) == users_setting
+
+
 def test_keep_freed_memory_fixes_glibc_s_thresholds_and_tolerates_other_allocators(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -304,23 +373,48 @@ def test_checkpoint_folder_is_ignored_by_git_and_dvc() -> None:
     assert "checkpoints/" in (ROOT / ".dvcignore").read_text().splitlines()
 
 
-def test_group_by_length_orders_batches_of_similar_length(tiny_model_dir: Path, default_params: dict[str, Any]) -> None:
+@pytest.mark.parametrize("one_row_per_pair", [False, True], ids=["two rows per pair", "one row per pair"])
+def test_group_by_length_orders_batches_of_similar_length(
+    tiny_model_dir: Path, default_params: dict[str, Any], one_row_per_pair: bool
+) -> None:
     from transformers import AutoTokenizer
 
-    from identity_dpo.training import _pair_tokens, training_order
+    from identity_dpo.training import pair_row_tokens, training_order
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     pairs = make_pairs(24)
-    for i, pair in enumerate(pairs):  # lengths that vary, in no order
+    for i, pair in enumerate(pairs):  # lengths that vary, in no order, and differently for the two answers
         pair["chosen"][0]["content"] += " More words." * ((i * 7) % 11)
+        pair["rejected"][0]["content"] += " Other words." * ((i * 5) % 9)
     params = train_params(default_params, group_by_length=True)
-    order = training_order(pairs, tokenizer, params)
+    order = training_order(pairs, tokenizer, params, one_row_per_pair=one_row_per_pair)
     assert sorted(p["id"] for p in order) == sorted(p["id"] for p in pairs)
-    assert order == training_order(pairs, tokenizer, params)  # seeded
-    lengths = [_pair_tokens(tokenizer, p) for p in order]
+    assert order == training_order(pairs, tokenizer, params, one_row_per_pair=one_row_per_pair)  # seeded
+    lengths = [pair_row_tokens(tokenizer, p, one_row_per_pair) for p in order]
     batches = [sorted(lengths[i : i + 4]) for i in range(0, 24, 4)]
     # each batch is a run of the sorted lengths, and the batches are not simply sorted
     assert sorted(x for b in batches for x in b) == sorted(lengths)
     assert all(b[-1] <= c[0] or c[-1] <= b[0] for b in batches for c in batches if b is not c)
     assert [b[0] for b in batches] != sorted(b[0] for b in batches)
-    assert training_order(pairs, tokenizer, train_params(default_params, group_by_length=False)) == pairs
+    unordered = train_params(default_params, group_by_length=False)
+    assert training_order(pairs, tokenizer, unordered, one_row_per_pair=one_row_per_pair) == pairs
+
+
+def test_pair_row_tokens_counts_the_row_a_batch_pads(tiny_model_dir: Path) -> None:
+    """Two rows per pair: the longer (prompt + answer); one row: prompt + both answers, the prompt once."""
+    from transformers import AutoTokenizer
+
+    from identity_dpo.generation import render_prompt, render_tokens
+    from identity_dpo.training import pair_row_tokens
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    pair = make_pairs(1)[0]
+    pair["rejected"][0]["content"] += " A longer rejected answer than the chosen one."
+    prompt = len(render_prompt(tokenizer, pair["prompt"]))
+    chosen = len(render_tokens(tokenizer, pair["prompt"] + pair["chosen"]))
+    rejected = len(render_tokens(tokenizer, pair["prompt"] + pair["rejected"]))
+    assert prompt < chosen < rejected
+    assert pair_row_tokens(tokenizer, pair, one_row_per_pair=False) == rejected
+    assert pair_row_tokens(tokenizer, pair, one_row_per_pair=True) == chosen + rejected - prompt
+
+

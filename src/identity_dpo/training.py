@@ -21,7 +21,8 @@ import shutil
 import subprocess
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,9 @@ from transformers import TrainerCallback
 
 from identity_dpo.errors import ParamsError, PipelineError
 from identity_dpo.fused_lora import use_fused_lora
+from identity_dpo.fused_norm import use_fused_rms_norm
 from identity_dpo.generation import render_prompt, render_tokens
-from identity_dpo.lm_head import answer_only_lm_head
+from identity_dpo.lm_head import answer_only_lm_head, shares_prompts
 from identity_dpo.params import LoraParams, TrainParams
 
 # Logged every step and plotted by dvc.yaml; the rest of TRL's log goes to the same folder.
@@ -43,6 +45,7 @@ _NOT_METRICS = ("runtime", "per_second", "total_flos", "num_tokens")
 WORKER_ENV = "IDENTITY_DPO_TRAIN_WORKER"
 _MIXED_PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}  # our precision -> accelerate's flag
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (malloc.h)
+_FORCE_GQA = "TRANSFORMERS_SDPA_FORCE_GQA"  # read by transformers' sdpa_attention_forward on every call
 
 # TRL's config still sets the renamed `gradient_checkpointing` field; the warning is not ours to fix.
 warnings.filterwarnings("ignore", message=".*gradient_checkpointing.* is deprecated", category=FutureWarning)
@@ -230,29 +233,54 @@ def train_dpo(
     args = dpo_config(params, scratch_dir, len(pairs), checkpoint_dir)
     start = weights_checksum(model) if args.world_size > 1 else None
     logger = DVCLiveCurves(curves_dir)
-    with answer_only_lm_head(enabled=args.device.type == "cpu"):  # see lm_head.py
-        trainer = DPOTrainer(
-            model=model,
-            ref_model=None,  # TRL reloads the reference from model_dir, a local folder, or precomputes it
-            args=args,
-            train_dataset=_dataset(training_order(pairs, tokenizer, params), args, scratch_dir),
-            processing_class=tokenizer,
-            callbacks=[logger, *callbacks],
-            peft_config=lora_config(params.lora),
-        )
-    if args.device.type == "cpu" and params.lora.enabled:
-        use_fused_lora(trainer.model)  # see fused_lora.py
-    resume_from = last_checkpoint(checkpoint_dir) if checkpoint_dir is not None else None
-    if resume_from is not None and trainer.accelerator.is_main_process:
-        print(f"train: resuming from {resume_from}", file=sys.stderr)
-    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from is not None else None)
+    on_cpu = args.device.type == "cpu"
+    order = training_order(pairs, tokenizer, params, one_row_per_pair=on_cpu and shares_prompts(model.config))
+    with grouped_query_attention_in_sdpa(enabled=on_cpu):  # the reference's forward in DPOTrainer() too
+        with answer_only_lm_head(enabled=on_cpu):  # see lm_head.py
+            trainer = DPOTrainer(
+                model=model,
+                ref_model=None,  # TRL reloads the reference from model_dir, a local folder, or precomputes it
+                args=args,
+                train_dataset=_dataset(order, args, scratch_dir),
+                processing_class=tokenizer,
+                callbacks=[logger, *callbacks],
+                peft_config=lora_config(params.lora),
+            )
+        if on_cpu:  # see fused_norm.py and fused_lora.py
+            use_fused_rms_norm(trainer.model)
+            if params.lora.enabled:
+                use_fused_lora(trainer.model)
+        resume_from = last_checkpoint(checkpoint_dir) if checkpoint_dir is not None else None
+        if resume_from is not None and trainer.accelerator.is_main_process:
+            print(f"train: resuming from {resume_from}", file=sys.stderr)
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from is not None else None)
     # 1 when training ran on a GPU, whose kernels may differ from run to run (docs/reproducibility.md).
-    logger.live.summary["nondeterministic_kernels"] = int(args.device.type != "cpu")
+    logger.live.summary["nondeterministic_kernels"] = int(not on_cpu)
     logger.close()
     if start is not None:
         print(rank_report(trainer, start), file=sys.stderr, flush=True)
     save_final_model(trainer, tokenizer, out_dir, merge_lora=params.lora.enabled)
     return logger.summary
+
+
+@contextmanager
+def grouped_query_attention_in_sdpa(enabled: bool) -> Iterator[None]:
+    """While on, transformers' SDPA attention hands grouped-query attention to torch as is (enable_gqa) instead of
+    first copying each key/value head to every query head it serves (repeat_kv), even under an attention mask.
+
+    Transformers does that only without a mask, for the sake of CUDA kernels; torch's CPU kernel takes the mask and
+    gives the same output bit for bit, without the copies (forward) and their sums (backward): measured on the
+    default model's batches, attention 13-16% faster and 0.08 GiB less peak memory. A user's own setting of the
+    switch (TRANSFORMERS_SDPA_FORCE_GQA) is left as it is.
+    """
+    if not enabled or _FORCE_GQA in os.environ:
+        yield
+        return
+    os.environ[_FORCE_GQA] = "1"
+    try:
+        yield
+    finally:
+        os.environ.pop(_FORCE_GQA, None)
 
 
 def keep_freed_memory() -> None:
@@ -274,17 +302,22 @@ def keep_freed_memory() -> None:
     libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30)
 
 
-def training_order(pairs: list[dict[str, Any]], tokenizer: Any, params: TrainParams) -> list[dict[str, Any]]:
+def training_order(
+    pairs: list[dict[str, Any]], tokenizer: Any, params: TrainParams, *, one_row_per_pair: bool = False
+) -> list[dict[str, Any]]:
     """The pairs in the order they are trained in; unchanged unless `train.group_by_length`.
 
-    A batch is padded to its longest sequence, and a third of the default prompts are multi-turn (2-3x longer),
+    A batch is padded to its longest row, and a third of the default prompts are multi-turn (2-3x longer),
     so random batches nearly always hold one: measured, 2048 padded tokens per step for about 1300 real ones.
     Grouped, each batch holds pairs of similar length (sorted, cut into batches), and the batches come in a
-    random order drawn from `train.seed`, so training does not run from short to long.
+    random order drawn from `train.seed`, so training does not run from short to long. The length is that of
+    the row the pair becomes: one row per pair (`one_row_per_pair`, see shared_prompt.py) or two, the longer
+    of which is padded to (on the default pairs, one row per pair: 3.1% padding sorted by that row, 7.9%
+    sorted by the longer sequence).
     """
     if not params.group_by_length:
         return pairs
-    lengths = [_pair_tokens(tokenizer, pair) for pair in pairs]
+    lengths = [pair_row_tokens(tokenizer, pair, one_row_per_pair) for pair in pairs]
     by_length = sorted(range(len(pairs)), key=lambda i: (lengths[i], i))
     step = params.batch_size * params.launch.processes  # the pairs one micro-step reads, all processes together
     batches = [by_length[i : i + step] for i in range(0, len(by_length), step)]
@@ -292,9 +325,13 @@ def training_order(pairs: list[dict[str, Any]], tokenizer: Any, params: TrainPar
     return [pairs[i] for batch in batches for i in batch]
 
 
-def _pair_tokens(tokenizer: Any, pair: dict[str, Any]) -> int:
-    """Tokens of the longer of the pair's two sequences (prompt + answer), as the trainer pads them."""
-    return max(len(render_tokens(tokenizer, pair["prompt"] + pair[side])) for side in ("chosen", "rejected"))
+def pair_row_tokens(tokenizer: Any, pair: dict[str, Any], one_row_per_pair: bool) -> int:
+    """Tokens of the row a batch pads for this pair: prompt + chosen + rejected answer when the prompt is shared
+    (one row per pair), else the longer of its two rows (prompt + answer)."""
+    rows = [len(render_tokens(tokenizer, pair["prompt"] + pair[side])) for side in ("chosen", "rejected")]
+    if one_row_per_pair:
+        return sum(rows) - len(render_prompt(tokenizer, pair["prompt"]))
+    return max(rows)
 
 
 def _dataset(pairs: list[dict[str, Any]], args: Any, scratch_dir: Path) -> Any:
