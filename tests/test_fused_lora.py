@@ -53,15 +53,16 @@ def batch() -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "labels": ids}
 
 
-def count_fused_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+def count_fused_calls(monkeypatch: pytest.MonkeyPatch, function: Any = fused_lora._LoraLinearFunction) -> list[int]:
+    """A counter of the calls to the fused autograd `function` (fused_lora's by default) from now on."""
     calls = [0]
-    apply = fused_lora._LoraLinearFunction.apply
+    apply = function.apply
 
     def counting_apply(*args: Any) -> torch.Tensor:
         calls[0] += 1
         return apply(*args)
 
-    monkeypatch.setattr(fused_lora._LoraLinearFunction, "apply", counting_apply)
+    monkeypatch.setattr(function, "apply", counting_apply)
     return calls
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-from typing import Any
 
 import pytest
 import torch
@@ -11,6 +10,8 @@ from torch import nn
 
 from identity_dpo import fused_norm
 from identity_dpo.fused_norm import use_fused_rms_norm
+
+import test_fused_lora
 
 TOL = {"rtol": 1e-5, "atol": 1e-6}
 
@@ -32,15 +33,7 @@ def fused_copy(module: nn.Module) -> nn.Module:
 
 
 def count_fused_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    calls = [0]
-    apply = fused_norm._RMSNormFunction.apply
-
-    def counted(*args: Any) -> Any:
-        calls[0] += 1
-        return apply(*args)
-
-    monkeypatch.setattr(fused_norm._RMSNormFunction, "apply", counted)
-    return calls
+    return test_fused_lora.count_fused_calls(monkeypatch, fused_norm._RMSNormFunction)
 
 
 @pytest.mark.parametrize("train_weight", [False, True], ids=["frozen weight (LoRA)", "trained weight"])
@@ -106,9 +99,7 @@ def test_only_norms_whose_forward_is_llama_s_are_patched() -> None:
 
 def test_a_whole_model_trains_as_with_transformers_norms() -> None:
     """A tiny Llama (2 layers: 5 norms) in training mode: the same logits, close gradients for every weight."""
-    from test_fused_lora import base_model
-
-    theirs = base_model()
+    theirs = test_fused_lora.base_model()
     ours = copy.deepcopy(theirs)
     assert use_fused_rms_norm(ours) == 5
     ids = torch.randint(0, 64, (2, 9))

@@ -60,8 +60,8 @@ def _is_llama_rms_norm(cls: type) -> bool:
 
 def _fused_forward(self: Any, hidden_states: torch.Tensor) -> torch.Tensor:
     weight = self.weight
-    plain = hidden_states.dtype == weight.dtype == torch.float32 and hidden_states.device.type == weight.device.type
-    if not plain or hidden_states.device.type != "cpu" or torch.is_autocast_enabled("cpu"):
+    fp32 = hidden_states.dtype == weight.dtype == torch.float32
+    if not fp32 or not hidden_states.device.type == weight.device.type == "cpu" or torch.is_autocast_enabled("cpu"):
         return type(self).forward(self, hidden_states)
     return _RMSNormFunction.apply(hidden_states, weight, self.variance_epsilon)
 

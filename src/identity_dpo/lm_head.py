@@ -122,6 +122,7 @@ def add_answer_lm_head(model: Any, temperature: float = 1.0, cast_lm_head_to_fp3
     from trl.trainer.utils import FusedCausalLMOutput
 
     original_forward = model.forward
+    sliding_window = has_sliding_window(model.config)  # once: it builds a cache layout for every layer
 
     @functools.wraps(type(model).forward)  # generate() checks its keyword arguments against this signature
     def forward(self: Any, *args: Any, fused_lm_head: bool = False, labels: Any = None, **kwargs: Any) -> Any:
@@ -134,7 +135,7 @@ def add_answer_lm_head(model: Any, temperature: float = 1.0, cast_lm_head_to_fp3
         shifted = labels[:, 1:]
         mask = shifted != IGNORE
         attention = self.config._attn_implementation
-        packed = _packed_pairs(args, kwargs, labels) if shares_prompts(self.config) else None
+        packed = _packed_pairs(args, kwargs, labels) if shares_prompts(self.config, sliding_window) else None
         if packed is None:
             answer_hidden = self.base_model(*args, **kwargs).last_hidden_state[:, :-1][mask]
         else:
@@ -157,10 +158,15 @@ def add_answer_lm_head(model: Any, temperature: float = 1.0, cast_lm_head_to_fp3
     model.forward = types.MethodType(forward, model)
 
 
-def shares_prompts(config: Any) -> bool:
-    """Whether this head reads a DPO batch of a model with this config one pair per row (shared_prompt.py)."""
+def shares_prompts(config: Any, sliding_window: bool | None = None) -> bool:
+    """Whether this head reads a DPO batch of a model with this config one pair per row (shared_prompt.py).
+
+    `sliding_window` is has_sliding_window(config), when the caller already has it.
+    """
+    if sliding_window is None:
+        sliding_window = has_sliding_window(config)
     # A packed row's 4D mask replaces the model's own, which is where a sliding window would be applied.
-    return SHARE_PROMPTS and not has_sliding_window(config) and takes_packed_mask(config._attn_implementation)
+    return SHARE_PROMPTS and not sliding_window and takes_packed_mask(config._attn_implementation)
 
 
 def _packed_pairs(args: tuple[Any, ...], kwargs: dict[str, Any], labels: Any) -> PackedPairs | None:
