@@ -16,18 +16,13 @@ TOL = {"rtol": 1e-5, "atol": 1e-5}
 
 
 def base_model(seed: int = 0) -> Any:
-    from transformers import AutoModelForCausalLM, LlamaConfig
+    """The tiny Llama's shape in memory, with a small vocabulary of its own (no tokenizer needed)."""
+    from transformers import AutoModelForCausalLM
 
-    config = LlamaConfig(
-        vocab_size=64,
-        hidden_size=32,
-        intermediate_size=48,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-    )
+    from tiny_model import tiny_llama_config
+
     torch.manual_seed(seed)
-    return AutoModelForCausalLM.from_config(config)
+    return AutoModelForCausalLM.from_config(tiny_llama_config(vocab_size=64, intermediate_size=48))
 
 
 def lora_model(dropout: float = 0.0, seed: int = 0) -> Any:

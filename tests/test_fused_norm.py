@@ -1,4 +1,4 @@
-"""The fused RMSNorm (fused_norm.py) against transformers' own: same outputs, gradients, fallbacks and choice of norms."""
+"""The fused RMSNorm (fused_norm.py) against transformers' own: outputs, gradients, fallbacks, which norms it takes."""
 
 from __future__ import annotations
 
