@@ -416,5 +416,3 @@ def test_pair_row_tokens_counts_the_row_a_batch_pads(tiny_model_dir: Path) -> No
     assert prompt < chosen < rejected
     assert pair_row_tokens(tokenizer, pair, one_row_per_pair=False) == rejected
     assert pair_row_tokens(tokenizer, pair, one_row_per_pair=True) == chosen + rejected - prompt
-
-
