@@ -2,8 +2,10 @@
 #   CPU:   docker build -t identity-dpo .
 #   CUDA:  docker build -t identity-dpo:cuda --build-arg TORCH_VARIANT=cu130 \
 #              --build-arg BASE_IMAGE=nvidia/cuda:13.0.1-base-ubuntu24.04 .
-#   Run:   docker run --rm --user "$(id -u):$(id -g)" -v "$PWD:/workspace" identity-dpo   # dvc repro
+#   Run:   docker run --rm --user "$(id -u):$(id -g)" -v "$PWD:/workspace" identity-dpo   # dvc repro evaluate
 #          (GPU: add --gpus all and use identity-dpo:cuda; README "Run in a container")
+#   The image has no llama.cpp (a C++ build): it reproduces the pipeline up to evaluate; the export (GGUF) and
+#   package stages run outside it, after scripts/setup.sh (docs/containers.md).
 # Build args:
 #   BASE_IMAGE       a Debian/Ubuntu image. Python (3.10+) and venv come from it when it has them
 #                    (python:3.11-slim), else from its apt (nvidia/cuda images have no Python).
@@ -87,4 +89,5 @@ ENV HF_HOME=/tmp/huggingface \
 
 # Numeric, so the runtime (e.g. Kubernetes runAsNonRoot) can tell it is not root.
 USER 1000:1000
-CMD ["dvc", "repro"]
+# Up to evaluate: export and package need llama.cpp, which the image does not build.
+CMD ["dvc", "repro", "evaluate"]

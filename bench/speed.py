@@ -87,7 +87,7 @@ def cold_start(clone: Path, quick: bool) -> dict[str, Any]:
     run(clone, "dvc", "cache", "dir", "--local", str(clone.parent / "empty-cache"))
     if quick:
         _quick_params(clone / "params.yaml")
-    # --force: with code and params as committed, training reproduces the committed models/dpo byte for byte,
+    # --force: with code and params as committed, training reproduces the committed models/trained byte for byte,
     # and DVC would then skip evaluate (its other inputs are unchanged), so the rates would not be measured.
     wall = run(clone, "dvc", "repro", "--force")
     stages = [json.loads(line) for line in (clone / "logs" / "stage_times.jsonl").read_text().splitlines()]

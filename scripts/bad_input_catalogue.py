@@ -6,7 +6,8 @@
 Builds the tiny test model, reproduces the tiny pipeline once in a temporary folder (about a minute on
 2 cores), then runs each case through its stage script. A case that does not behave as promised
 (exit code 2, one error line matching its pattern, nothing written) stops the script: the catalogue
-only ever lists messages the tests accept.
+only ever lists messages the tests accept. The sections on `dvc repro`, the operating system and concurrent
+runs are fixed text in tests/test_bad_input.py, each claim checked by tests/test_repro_safety.py.
 """
 
 from __future__ import annotations

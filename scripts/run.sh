@@ -6,4 +6,4 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export PATH="$PWD/.venv/bin:$PATH" DVC_NO_ANALYTICS=1
 dvc repro "$@"
-dvc metrics show
+python scripts/summary.py

@@ -10,6 +10,7 @@
 #   dvc exp run --queue -S ARG... && dvc queue start --jobs $SWEEP_JOBS, then wait for the queue.
 # Stages whose inputs did not change are not rerun; a setting that already ran is restored from
 # DVC's run cache. Compare afterwards with scripts/compare.sh, dvc metrics diff, dvc plots diff.
+# SWEEP_TARGET=evaluate: each experiment stops after evaluate (no GGUF export and packaging per experiment).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/dvc ] && export PATH="$PWD/.venv/bin:$PATH"
@@ -33,7 +34,7 @@ fi
 overrides=()
 for arg in "$@"; do overrides+=(--set-param "$arg"); done
 started=$(date +%s)
-output=$(dvc exp run --queue "${overrides[@]}" 2>&1) || { echo "$output" >&2; exit 1; }
+output=$(dvc exp run --queue "${overrides[@]}" ${SWEEP_TARGET:+"$SWEEP_TARGET"} 2>&1) || { echo "$output" >&2; exit 1; }
 echo "$output"
 queued=$(echo "$output" | sed -n "s/^Queued experiment '\(.*\)' for future execution.*/\1/p")
 [ -n "$queued" ] || { echo "sweep: nothing was queued" >&2; exit 1; }

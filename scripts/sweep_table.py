@@ -6,7 +6,7 @@
 
 Reads `dvc exp show --json` (the committed baseline and its finished experiments), so every
 number in the table comes from the metrics files of a real run. Columns: the params that differ
-between the rows (any section), the held-out identity rates, general drift, and the last training step.
+between the rows (any section), the held-out identity rates and general ability (see `document`).
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,6 +49,24 @@ def experiments(rev: str | None = None) -> list[dict[str, Any]]:
                 continue
             params = data["params"]["params.yaml"]["data"]
             rows.append({"name": name, "rev": rev, "params": params, "metrics": metrics})
+    return rows
+
+
+def runs(specs: list[str]) -> list[dict[str, Any]]:
+    """Rows from pipeline runs in other folders (LABEL=FOLDER: a copy of the project after `dvc repro`): their
+    params.yaml and metrics files, for runs made outside `dvc exp` (e.g. on other machines)."""
+    rows = []
+    for spec in specs:
+        label, _, folder = spec.partition("=")
+        root = Path(folder or label)
+        metrics = {}
+        for name in ("metrics/eval.json", "metrics/pairs.json", "metrics/train/metrics.json"):
+            path = root / name
+            metrics[name] = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+        if not metrics["metrics/eval.json"]:
+            raise SystemExit(f"sweep_table: {root}: no metrics/eval.json (run `dvc repro evaluate` there first)")
+        params = yaml.safe_load((root / "params.yaml").read_text(encoding="utf-8"))
+        rows.append({"name": label, "rev": str(root), "params": params, "metrics": metrics})
     return rows
 
 
@@ -85,6 +105,47 @@ def varying_params(flats: list[dict[str, Any]]) -> list[str]:
     return [k for k in keys if len({json.dumps(flat.get(k)) for flat in flats}) > 1]
 
 
+def _identity_cells(ev: dict[str, Any]) -> list[str]:
+    trained = ev["identity"]["trained"]
+    base_default = trained.get("base_default", {})
+    maker = trained["neutral"].get("creator_rate_on_maker_questions")
+    return [
+        _pct(trained["neutral"]["new_name_rate"]), _pct(trained["default"]["new_name_rate"]),
+        _pct(base_default["new_name_rate"]) if base_default else "–",
+        _pct(max(trained[s]["old_name_rate"] for s in trained if not s.endswith("_by_category"))),
+        _pct(maker) if maker is not None else "–",
+        _pct(ev["identity"]["answers"]["distinct_share"]) if "answers" in ev["identity"] else "–",
+    ]  # fmt: skip
+
+
+def _general_cells(ev: dict[str, Any]) -> list[str]:
+    general, bench = ev["general"], ev.get("benchmark")
+    cells = []
+    if bench:
+        gen = bench["generative"]
+        cells += [
+            f"{gen['base']:.1%} → {gen['trained']:.1%}",
+            f"{gen['difference']:+.1%} [{gen['difference_ci_low']:+.1%}, {gen['difference_ci_high']:+.1%}]",
+            f"{gen['mcnemar_p']:.2f}",
+            f"{bench['choice_acc_norm']['difference']:+.1%}",
+        ]
+    else:
+        cells += ["–"] * 4
+    cells += [
+        f"{general['mean_token_kl']:.3f}",
+        f"{general['answer_length_ratio']:.2f}x" if "answer_length_ratio" in general else "–",
+        f"{bench['answer_length_ratio']:.2f}x" if bench else "–",
+        _pct(general["name_leak_rate"]) if "name_leak_rate" in general else "–",
+    ]
+    return cells
+
+
+IDENTITY_HEADERS = ["new name, neutral", "new name, default", "new name, base's default", "old name (worst)",
+                    "creator on maker questions", "distinct identity answers"]  # fmt: skip
+GENERAL_HEADERS = ["benchmark (generative)", "difference [95%]", "McNemar p", "multiple choice (norm.) difference",
+                   "KL (nats/token)", "length, general", "length, benchmark", "name leak"]  # fmt: skip
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     flats = {row["rev"]: flat_params(row["params"]) for row in rows}
     varying = varying_params(list(flats.values()))
@@ -92,10 +153,7 @@ def table(rows: list[dict[str, Any]]) -> str:
     param_columns = [k for k in varying if k not in LOSS_KEYS]
     headers = ["experiment", *param_columns]
     headers += ["loss"] if loss_varies else []
-    headers += [
-        "pairs", "new name, neutral", "new name, default", "old name, neutral", "old name, default",
-        "KL (nats/token)", "log-prob change", "unchanged answers", "answer length", "final loss", "reward margin",
-    ]  # fmt: skip
+    headers += ["pairs", *IDENTITY_HEADERS, *GENERAL_HEADERS]
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
 
     def order(row: dict[str, Any]) -> tuple[Any, ...]:
@@ -103,21 +161,41 @@ def table(rows: list[dict[str, Any]]) -> str:
 
     for row in sorted(rows, key=order):
         train, ev, flat = row["params"]["train"], row["metrics"]["metrics/eval.json"], flats[row["rev"]]
-        curves = row["metrics"].get("metrics/train/metrics.json") or {}
-        trained, general = ev["identity"]["trained"], ev["general"]
         cells = [f"`{row['name']}`", *(_param(flat.get(k)) for k in param_columns)]
         cells += [describe_loss(train)] if loss_varies else []
-        cells += [
-            str((row["metrics"].get("metrics/pairs.json") or {}).get("pairs", "–")),
-            _pct(trained["neutral"]["new_name_rate"]), _pct(trained["default"]["new_name_rate"]),
-            _pct(trained["neutral"]["old_name_rate"]), _pct(trained["default"]["old_name_rate"]),
-            f"{general['mean_token_kl']:.3f}", f"{general['mean_logprob_change']:+.3f}",
-            _pct(general["same_answer_rate"]),
-            f"{general['answer_length_ratio']:.2f}x" if "answer_length_ratio" in general else "–",
-            f"{curves['loss']:.3f}" if "loss" in curves else "–",
-            f"{curves['rewards']['margins']:.2f}" if "rewards" in curves else "–",
-        ]  # fmt: skip
+        cells += [str((row["metrics"].get("metrics/pairs.json") or {}).get("pairs", "–"))]
+        cells += _identity_cells(ev) + _general_cells(ev)
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+# The bars of the issue "Identity without collateral damage", checked on every row of a seed spread.
+SPREAD_MEASURES = {
+    "new name, neutral": (lambda ev: ev["identity"]["trained"]["neutral"]["new_name_rate"], "min", ">= 98%"),
+    "new name, base's default": (lambda ev: ev["identity"]["trained"]["base_default"]["new_name_rate"], "min",
+                                 ">= 95%"),
+    "old name (any setting)": (lambda ev: max(v["old_name_rate"] for k, v in ev["identity"]["trained"].items()
+                                              if not k.endswith("_by_category")), "max", "<= 1%"),
+    "creator on maker questions": (lambda ev: ev["identity"]["trained"]["neutral"]["creator_rate_on_maker_questions"],
+                                   "min", ">= 90%"),
+    "benchmark difference (generative)": (lambda ev: ev["benchmark"]["generative"]["difference"], "min", ">= -2 points"),
+    "McNemar p": (lambda ev: ev["benchmark"]["generative"]["mcnemar_p"], "min", ">= 0.05"),
+    "length, general": (lambda ev: ev["general"]["answer_length_ratio"], "min", ">= 0.9x"),
+    "name leak": (lambda ev: ev["general"]["name_leak_rate"], "max", "<= 1%"),
+    "KL (nats/token)": (lambda ev: ev["general"]["mean_token_kl"], "max", "<= 0.05"),
+}  # fmt: skip
+
+
+def spread(rows: list[dict[str, Any]]) -> str:
+    """Mean and worst of each measure over the rows (e.g. three training seeds), next to its bar."""
+    lines = ["| measure | bar | mean | worst | per run |", "|---|---|---|---|---|"]
+    for label, (read, worst, bar) in SPREAD_MEASURES.items():
+        values = [read(row["metrics"]["metrics/eval.json"]) for row in rows]
+        pick = min(values) if worst == "min" else max(values)
+        show = _pct if label not in ("McNemar p", "KL (nats/token)") else (lambda v: f"{v:.3f}")
+        show = (lambda v: f"{v:.2f}x") if label.startswith("length") else show
+        lines.append(f"| {label} | {bar} | {show(sum(values) / len(values))} | {show(pick)} | "
+                     + ", ".join(show(v) for v in values) + " |")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -136,34 +214,48 @@ def _pct(value: float) -> str:
     return f"{value:.1%}"
 
 
-def document(rows: list[dict[str, Any]], command: str, output: Path, title: str, rev: str | None = None) -> str:
+def document(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     baseline = rows[0]
-    questions = baseline["metrics"]["metrics/eval.json"]["questions"]
-    general = baseline["metrics"]["metrics/eval.json"]["general_prompts"]
+    ev = baseline["metrics"]["metrics/eval.json"]
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
-    rev_option = f" --rev {rev}" if rev else ""
-    return f"""# {title}
+    options = "".join(f" --{name} {value}" for name, value in (("rev", args.rev),) if value)
+    options += " --spread" if args.spread else ""
+    options += (" --runs " + " ".join(args.runs)) if args.runs else ""
+    origin = (f"the metrics files of {len(rows)} pipeline runs (one folder each)" if args.runs
+              else "`dvc exp show --json`")
+    spread_section = f"""
+## Spread over these runs
 
-Generated by `python scripts/sweep_table.py -o {output.as_posix()}{rev_option}` from `dvc exp show --json` on
-{stamp} ({platform.machine()}, {os.cpu_count()} CPU cores), after `{command}`. Baseline commit
-`{baseline['rev'][:7]}`; every other row is a DVC experiment on top of it, with only the
-listed params changed. Held-out identity questions: {questions}; general prompts: {general}.
+Mean and worst value of each measure over the {len(rows)} runs above, next to the bar it must meet.
 
-"pairs": the preference pairs trained on (`metrics/pairs.json`: answers cut off at
-`pairs.max_new_tokens` with no complete sentence are dropped). "new name" / "old name": share
-of held-out answers of the trained model that use the new name (strict match) / still use an
-old name, under the neutral system prompt ("neutral") or with no system message ("default",
-the model's template identity). KL: mean per-token KL(base ‖ trained) on the base model's
-answers to the general prompts; log-prob change: the trained model's mean change in
-log-probability of those answers; unchanged: share of greedy general answers that stayed word
-for word the same; answer length: the trained model's greedy general answers in tokens, as a
-multiple of the base model's (below 1: it stops earlier, which the KL on the base's answers does
-not show; "–" for runs from before it was measured). Final loss (all loss terms: DPO, plus NLL
-when weighted) and reward margin (chosen − rejected, in beta-scaled log-probability): the last
-logged training step (`metrics/train/metrics.json`).
+{spread(rows)}
+""" if args.spread else ""
+    return f"""# {args.title}
+
+Generated by `python scripts/sweep_table.py -o {args.output.as_posix()}{options}` from {origin} on
+{stamp} ({platform.machine()}, {os.cpu_count()} CPU cores), after `{args.command}`. {_baseline_note(rows, args)} Held-out identity questions: {ev['questions']}; general prompts: {ev['general_prompts']};
+benchmark questions: {ev.get('benchmark_questions', '–')}.
+
+Identity (`metrics/eval.json` `identity.trained`): share of held-out answers that use the new name (strict
+match) under the neutral system prompt, with no system message ("default": the model's own template, which
+training rewrites), and under the base model's original default system message given explicitly ("base's
+default"); the worst old-name rate over those settings; the share of `maker` questions whose answer names
+`identity.creator`; the share of distinct trained answers (neutral), low when identity answers collapse to one
+canned line. General ability (`general`, `benchmark`): generative accuracy on the shipped benchmark, base →
+trained, the paired difference with its 95% bootstrap interval and McNemar's exact p (above 0.05: not
+significant), the length-normalized multiple-choice difference, the mean per-token KL(base ‖ trained) on the
+base model's answers to the general prompts, the trained model's answer length as a multiple of the base's,
+and the share of general answers that name the new identity unasked.
 
 {table(rows)}
-"""
+{spread_section}"""
+
+
+def _baseline_note(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
+    if args.runs:
+        return "Each row is one run of the whole pipeline; the columns show the params that differ between them."
+    return (f"Baseline commit `{rows[0]['rev'][:7]}`; every other row is a DVC experiment on top of it, with only the "
+            "listed params changed.")
 
 
 def main() -> None:
@@ -172,8 +264,11 @@ def main() -> None:
     parser.add_argument("--command", default="bash scripts/sweep.sh ...", help="the sweep command, for the record")
     parser.add_argument("--title", default="Sweep results", help="the document's heading")
     parser.add_argument("--rev", help="the baseline commit whose experiments to show (default: HEAD)")
+    parser.add_argument("--spread", action="store_true", help="add the mean and worst of each measure over the runs")
+    parser.add_argument("--runs", nargs="+", metavar="LABEL=FOLDER",
+                        help="rows from these project folders' params and metrics instead of `dvc exp show`")
     args = parser.parse_args()
-    rows = experiments(args.rev)
+    rows = runs(args.runs) if args.runs else experiments(args.rev)
     if not rows:
         raise SystemExit("sweep_table: no finished experiments (dvc exp show lists none with metrics/eval.json)")
     if args.output is None:
@@ -181,7 +276,7 @@ def main() -> None:
         return
     args.output.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.output.with_name(f".tmp-{args.output.name}")
-    tmp.write_text(document(rows, args.command, args.output, args.title, args.rev), encoding="utf-8")
+    tmp.write_text(document(rows, args), encoding="utf-8")
     tmp.replace(args.output)
     print(f"wrote {args.output} ({len(rows)} runs)", file=sys.stderr)
 

@@ -1,67 +1,81 @@
-"""Stage evaluate: base vs trained on held-out questions -> metrics/eval.json + reports/eval.md."""
+"""Stage evaluate: base vs trained on held-out questions -> metrics/eval.json + reports/eval.md.
 
+The base model's answers come from the answer_base stage; here only the trained model answers. The base model
+is loaded for the drift, which reads the base's answers with both models (a forward pass, no generation).
+"""
+
+import json
 from pathlib import Path
 
 from identity_dpo.atomic import atomic_outputs
-from identity_dpo.data import read_jsonl_records
 from identity_dpo.errors import DataError
+from identity_dpo.answers import ModelAnswers, answer_all, read_evalset
 from identity_dpo.evaluation import (
-    answer_all,
     answer_records,
+    answer_variety,
+    benchmark_metrics,
     general_metrics,
     identity_metrics,
     plot_rows,
     report_markdown,
 )
 from identity_dpo.generation import check_backend
-from identity_dpo.models import load_model
+from identity_dpo.models import check_token_caps, load_model
 from identity_dpo.params import Params
 from identity_dpo.stage import run_stage
 
 BASE_MODEL = Path("models/base")
-TRAINED_MODEL = Path("models/dpo")
+BASE_ANSWERS = Path("data/base_answers/answers.json")
+TRAINED_MODEL = Path("models/trained")
+PAIRS = Path("data/pairs/pairs.jsonl")
 METRICS = Path("metrics/eval.json")
 REPORT = Path("reports/eval.md")
 ANSWERS = Path("reports/eval_answers.jsonl")
 RATES_PLOT = Path("metrics/eval_plots/identity_rates.json")
-DRIFT_PLOT = Path("metrics/eval_plots/general_drift.json")
+GENERAL_PLOT = Path("metrics/eval_plots/general_drift.json")
 
 
 def main(params: Params) -> None:
     cfg = params.evaluate
     check_backend(cfg.backend, "evaluate.backend")  # before any data or weights load
-    questions = _texts(cfg.identity_questions, "question", "evaluate.identity_questions", "a held-out question")
-    general = _texts(cfg.general_prompts, "prompt", "evaluate.general_prompts", "a general prompt")
+    evalset = read_evalset(cfg)
+    recorded = json.loads(BASE_ANSWERS.read_text(encoding="utf-8"))
+    base_default = recorded["base_default_system"]
+    before = ModelAnswers.from_json(recorded)
+    if len(before.general) != len(evalset.general) or len(before.benchmark) != len(evalset.benchmark):
+        raise DataError(f"{BASE_ANSWERS}: answers a different evaluation set; run `dvc repro answer_base`")
+    check_token_caps(params, BASE_MODEL)  # config.json only: before minutes of generating
     base, tokenizer = load_model(BASE_MODEL)
     trained, _ = load_model(TRAINED_MODEL)
-    before = answer_all(base, tokenizer, questions, general, params.identity, cfg)
-    after = answer_all(trained, tokenizer, questions, general, params.identity, cfg)
+    after = answer_all(trained, tokenizer, evalset, params.identity, cfg, base_default)
+    chosen_tokens = [
+        len(tokenizer(pair["chosen"][-1]["content"], add_special_tokens=False)["input_ids"])
+        for pair in map(json.loads, PAIRS.read_text(encoding="utf-8").splitlines())
+        if pair.get("rewrite") != "rehearsal"
+    ]
     metrics = {
         "identity": {
-            "base": identity_metrics(before, params.identity),
-            "trained": identity_metrics(after, params.identity),
+            "base": identity_metrics(before, evalset.questions, params.identity),
+            "trained": identity_metrics(after, evalset.questions, params.identity),
+            "answers": answer_variety(after.identity["neutral"], after.answer_tokens["identity"], chosen_tokens),
         },
-        "general": general_metrics(base, trained, tokenizer, general, before, after, params.identity),
-        "questions": len(questions),
-        "general_prompts": len(general),
+        "general": general_metrics(base, trained, tokenizer, evalset.general, before, after, params.identity),
+        "benchmark": benchmark_metrics(evalset.benchmark, before, after, cfg.bootstrap_samples, cfg.seed),
+        "questions": len(evalset.questions),
+        "general_prompts": len(evalset.general),
+        "benchmark_questions": len(evalset.benchmark),
     }
-    rates, drift = plot_rows(metrics)
+    rates, general = plot_rows(metrics)
     with atomic_outputs() as outputs:  # all appear together, only once all are complete
-        outputs.write_jsonl(ANSWERS, answer_records(questions, general, before, after))
-        outputs.write_text(REPORT, report_markdown(metrics, questions, general, before, after, params.identity))
+        outputs.write_jsonl(ANSWERS, answer_records(evalset.questions, evalset.general, evalset.benchmark, before, after))
+        outputs.write_text(REPORT, report_markdown(metrics, evalset, before, after, params.identity, base_default))
         outputs.write_json(RATES_PLOT, rates)
-        outputs.write_json(DRIFT_PLOT, drift)
+        outputs.write_json(GENERAL_PLOT, general)
         outputs.write_json(METRICS, metrics)
     neutral = metrics["identity"]["trained"]["neutral"]
-    print(f"evaluate: trained new-name rate {neutral['new_name_rate']:.0%}, old-name rate {neutral['old_name_rate']:.0%}")
-
-
-def _texts(path: str, field: str, key: str, what: str) -> list[str]:
-    """The `field` of every row of a JSON-lines file named by the param `key`."""
-    try:
-        return [row[field] for row in read_jsonl_records(path, {field: str}, what)]
-    except DataError as exc:
-        raise DataError(f"{key}: {exc}") from None
+    bench = metrics["benchmark"]["generative"]
+    print(f"evaluate: trained new-name rate {neutral['new_name_rate']:.0%}, old-name rate {neutral['old_name_rate']:.0%}; "
+          f"benchmark {bench['base']:.1%} -> {bench['trained']:.1%}")
 
 
 if __name__ == "__main__":

@@ -1,15 +1,19 @@
 """Stage make_pairs: the base model answers identity prompts -> data/pairs/pairs.jsonl + metrics/pairs.json.
 
 Rejected = the model's own greedy answer with no system message (its default identity);
-chosen = that answer rewritten to carry identity.new_name; both under identity.system_prompt.
+chosen = that answer rewritten to carry identity.new_name (and identity.creator where the question is about
+the maker); both under identity.system_prompt. With pairs.rehearsal > 0, general prompts answered by the base
+model itself are added as pairs that keep those answers (pairs.PairBuilder.rehearsal).
 """
 
+import random
 from pathlib import Path
 
 from identity_dpo.atomic import atomic_outputs, write_jsonl
-from identity_dpo.data import read_prompts
-from identity_dpo.generation import check_backend, generate, with_system
-from identity_dpo.models import load_model
+from identity_dpo.data import read_jsonl_records, read_prompts
+from identity_dpo.errors import DataError
+from identity_dpo.generation import Generation, check_backend, generate, sample, with_system
+from identity_dpo.models import check_token_caps, load_model
 from identity_dpo.pairs import PairBuilder, select_prompts
 from identity_dpo.params import Params
 from identity_dpo.rewrite import IdentityRewriter
@@ -25,21 +29,52 @@ def main(params: Params) -> None:
     check_backend(params.pairs.backend, "pairs.backend")  # before any data or weights load
     identity = params.identity
     prompts = select_prompts(read_prompts(PROMPTS), params.pairs.max_prompts, params.pairs.seed)
+    rehearsal = rehearsal_prompts(params)
+    check_token_caps(params, BASE_MODEL)  # config.json only: before minutes of generating
     model, tokenizer = load_model(BASE_MODEL)
     answers = generate(
-        model,
-        tokenizer,
-        [with_system(p.messages, None) for p in prompts],
-        max_new_tokens=params.pairs.max_new_tokens,
-        batch_size=params.pairs.batch_size,
-        backend=params.pairs.backend,
-    )
-    rewriter = IdentityRewriter(tuple(identity.old_names), identity.new_name, identity.rewrite, identity.introduction)
-    pairs, counts = PairBuilder(rewriter, identity.system_prompt, params.pairs.on_token_cap).build(prompts, answers)
+        model, tokenizer, [with_system(p.messages, None) for p in prompts],
+        max_new_tokens=params.pairs.max_new_tokens, batch_size=params.pairs.batch_size, backend=params.pairs.backend,
+    )  # fmt: skip
+    general = rehearsal_answers(model, tokenizer, rehearsal, params) if rehearsal else []
+    rewriter = IdentityRewriter(
+        tuple(identity.old_names), identity.new_name, identity.rewrite, identity.introduction,
+        identity.creator, tuple(identity.old_creators), identity.maker_introduction,
+    )  # fmt: skip
+    builder = PairBuilder(rewriter, identity.system_prompt, params.pairs.on_token_cap)
+    pairs, counts = builder.build(prompts, answers)
+    pairs += builder.rehearsal(rehearsal, general, counts)
     with atomic_outputs() as outputs:  # both appear together, only once both are complete
         write_jsonl(outputs.dir(OUT_DIR) / "pairs.jsonl", pairs)
-        outputs.write_json(METRICS, counts)
-    print(f"make_pairs: {counts['pairs']} pairs from {counts['prompts']} prompts")
+        outputs.write_json(METRICS, dict(sorted(counts.items())))
+    print(f"make_pairs: {counts['pairs']} pairs from {counts['prompts']} prompts "
+          f"({counts['rehearsal_pairs']} rehearsal pairs)")
+
+
+def rehearsal_answers(model, tokenizer, prompts: list[str], params: Params) -> list[Generation]:  # noqa: ANN001
+    """The base model's own answers to the rehearsal prompts: greedy, or sampled (pairs.rehearsal_temperature)."""
+    cfg = params.pairs
+    conversations = [with_system([{"role": "user", "content": p}], params.identity.system_prompt) for p in prompts]
+    if cfg.rehearsal_temperature > 0:
+        return sample(model, tokenizer, conversations, max_new_tokens=cfg.rehearsal_max_new_tokens,
+                      batch_size=cfg.batch_size, temperature=cfg.rehearsal_temperature, seed=cfg.seed)  # fmt: skip
+    return generate(model, tokenizer, conversations, max_new_tokens=cfg.rehearsal_max_new_tokens,
+                    batch_size=cfg.batch_size, backend=cfg.backend)  # fmt: skip
+
+
+def rehearsal_prompts(params: Params) -> list[str]:
+    """A seeded sample of pairs.rehearsal general prompts (none when it is 0)."""
+    if params.pairs.rehearsal == 0:
+        return []
+    path = params.pairs.rehearsal_prompts
+    try:
+        rows = read_jsonl_records(path, {"prompt": str}, "a rehearsal prompt")
+    except DataError as exc:
+        raise DataError(f"pairs.rehearsal_prompts: {exc}") from None
+    if params.pairs.rehearsal > len(rows):
+        raise DataError(f"pairs.rehearsal: {params.pairs.rehearsal} rehearsal pairs asked for, but {path} has only "
+                        f"{len(rows)} prompts")  # fmt: skip
+    return random.Random(params.pairs.seed).sample([row["prompt"] for row in rows], params.pairs.rehearsal)
 
 
 if __name__ == "__main__":

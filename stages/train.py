@@ -1,4 +1,10 @@
-"""Stage train: DPO on data/pairs -> models/dpo/ (final weights only) + metrics/train/ (DVCLive curves).
+"""Stage train: DPO on data/pairs -> models/trained/ (final weights only), models/adapter/ (the LoRA adapter alone)
+and metrics/train/ (DVCLive curves).
+
+models/trained carries the new identity in its own files too: its chat template's default system message (the
+one it injects into a conversation without a system message) is identity.default_system_prompt, and its metadata
+no longer names the base model (identity_dpo.chat_template). With full fine-tuning models/adapter holds only a
+README saying so.
 
 With `train.launch.profile: none` (the default) training runs in this process. Any other profile makes this
 script start itself again under `accelerate launch` in `train.launch.processes` processes; rank 0 of those
@@ -11,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 from identity_dpo.atomic import atomic_outputs
+from identity_dpo.chat_template import identity_system_prompt, rename_model_folder
 from identity_dpo.data import read_jsonl_records
 from identity_dpo.params import Params, load_params
 from identity_dpo.stage import PARAMS_FILE, run_stage
@@ -26,7 +33,8 @@ from identity_dpo.training import (
 
 PAIRS = Path("data/pairs/pairs.jsonl")
 BASE_MODEL = Path("models/base")
-OUT_DIR = Path("models/dpo")
+OUT_DIR = Path("models/trained")
+ADAPTER_DIR = Path("models/adapter")
 CURVES_DIR = Path("metrics/train")
 CHECKPOINTS = Path("checkpoints/train")  # train.resume only; git- and dvc-ignored, never a DVC output
 ACCELERATE_CONFIGS = Path("configs/accelerate")
@@ -63,13 +71,23 @@ def worker(params: Params) -> None:
 
 
 def train_into_place(params: Params, pairs: list[dict], scratch: Path, checkpoints: Path | None) -> None:
-    """Train and write models/dpo and metrics/train; both appear together, only once both are complete."""
+    """Train and write models/trained, models/adapter and metrics/train; they appear together, once all are complete."""
     with atomic_outputs() as outputs:
+        model_dir, adapter_dir = outputs.dir(OUT_DIR), outputs.dir(ADAPTER_DIR)
         summary = train_dpo(
-            BASE_MODEL, pairs, params.train, outputs.dir(OUT_DIR), outputs.dir(CURVES_DIR), scratch,
-            checkpoint_dir=checkpoints,
+            BASE_MODEL, pairs, params.train, model_dir, outputs.dir(CURVES_DIR), scratch,
+            checkpoint_dir=checkpoints, adapter_dir=adapter_dir if params.train.lora.enabled else None,
         )  # fmt: skip
+        if not params.train.lora.enabled:
+            adapter_dir.mkdir(parents=True, exist_ok=True)
+            (adapter_dir / "README.md").write_text(
+                "No adapter: train.lora.enabled is false, so models/trained was fully fine-tuned.\n", encoding="utf-8"
+            )
+        identity = params.identity
+        system = identity_system_prompt(identity)
+        renamed = rename_model_folder(model_dir, system, identity.new_name, identity.old_names)
     print("train: " + ", ".join(f"{k} {v:.4g}" for k, v in summary.items()))
+    print(f"train: default system message {renamed['old_default_system_message']!r} -> {system!r}")
 
 
 def read_pairs() -> list[dict]:

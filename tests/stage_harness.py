@@ -30,9 +30,10 @@ from pipeline_copy import env as pipeline_env
 from pipeline_copy import make_copy
 from pipeline_copy import run as pipeline_run
 
-STAGES = ("fetch_data", "fetch_model", "make_pairs", "train", "evaluate")
-# Held-out sets cut to a few rows, so `evaluate` takes seconds; everything else as tests/test_pipeline.py.
-EVAL_QUESTIONS, EVAL_PROMPTS = 8, 4
+# The stages up to `evaluate`, in the order `dvc repro evaluate` runs them: what these projects reproduce. export and
+# package need llama.cpp (tests/llama_cpp_support.py); tests/test_pipeline.py and tests/test_export.py run them.
+STAGES = ("validate", "fetch_data", "fetch_model", "make_pairs", "train", "answer_base", "evaluate")
+TARGET = STAGES[-1]
 # Outputs and everything else a stage could write; .git and DVC's own scratch folder are not ours.
 _NOT_PROJECT = (".git", ".dvc/tmp")
 
@@ -112,30 +113,23 @@ def fast_params(tiny_model_dir: Path) -> dict[str, Any]:
         "model": {"source": str(tiny_model_dir)},
         "pairs": {"max_prompts": 12, "max_new_tokens": 12, "batch_size": 6, "on_token_cap": "keep"},
         "train": {"batch_size": 4, "max_length": 128},
-        "evaluate": {
-            "identity_questions": "data/eval/few_questions.jsonl",
-            "general_prompts": "data/eval/few_prompts.jsonl",
-            "max_new_tokens": 8,
-            "batch_size": 32,
-        },
+        "evaluate": {"max_new_tokens": 8, "batch_size": 64},
     }
 
 
 def new_project(dest: Path, tiny_model_dir: Path) -> Path:
-    """A fresh git + DVC copy of the pipeline on the tiny model, nothing run yet."""
-    project = make_copy(dest, fast_params(tiny_model_dir))
+    """A fresh git + DVC copy of the pipeline on the tiny model, nothing run yet.
+
+    Held-out sets cut to a few rows (pipeline_copy.SMALL_EVAL), so answer_base and evaluate take seconds;
+    everything else as tests/test_pipeline.py.
+    """
+    project = make_copy(dest, fast_params(tiny_model_dir), small_eval=True)
     # The repository's .gitignore files: DVC leaves entries that already exist alone, as in a real clone.
     for name in (".gitignore", "data/.gitignore", "models/.gitignore"):
         if (ROOT / name).is_file():
             (project / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, project / name)
-    for name, source, rows in (
-        ("few_questions.jsonl", "identity_questions.jsonl", EVAL_QUESTIONS),
-        ("few_prompts.jsonl", "general_prompts.jsonl", EVAL_PROMPTS),
-    ):
-        lines = (project / "data/eval" / source).read_text(encoding="utf-8").splitlines(keepends=True)
-        (project / "data/eval" / name).write_text("".join(lines[:rows]), encoding="utf-8")
-    git_commit(project, "few held-out rows")
+    git_commit(project, "the repository's .gitignore files")
     return project
 
 
@@ -143,14 +137,14 @@ _CLEAN: dict[str, Path] = {}
 
 
 def clean_project(tmp_path_factory: Any, tiny_model_dir: Path) -> Path:
-    """One project per test session after a complete `dvc repro`, with everything committed to git.
+    """One project per test session after `dvc repro evaluate` (every stage but export and package), committed to git.
 
     Read-only for every test: copy it with `clone` before changing anything.
     """
     key = str(tiny_model_dir)
     if key not in _CLEAN:
         project = new_project(tmp_path_factory.mktemp("clean-run"), tiny_model_dir)
-        dvc(project, "repro")
+        dvc(project, "repro", TARGET)
         git_commit(project, "clean run")
         _CLEAN[key] = project
     return _CLEAN[key]

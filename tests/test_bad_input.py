@@ -97,6 +97,49 @@ def params_bytes(data: bytes) -> Setup:
     return lambda project: (project / "params.yaml").write_bytes(data)
 
 
+def params_line(section: str, key: str, text: str, duplicate: bool = False) -> Setup:
+    """Set (or, with `duplicate`, repeat) `section.key` as text: a 5000-digit number or a second key cannot be dumped."""
+
+    def setup(project: Path) -> None:
+        lines = (project / "params.yaml").read_text(encoding="utf-8").splitlines(keepends=True)
+        start = lines.index(f"{section}:\n")
+        i = next(n for n in range(start + 1, len(lines)) if lines[n].startswith(f"  {key}:"))
+        lines[i : i + 1] = [lines[i], f"  {key}: {text}\n"] if duplicate else [f"  {key}: {text}\n"]
+        (project / "params.yaml").write_text("".join(lines), encoding="utf-8")
+
+    return setup
+
+
+def other_architecture(project: Path) -> None:
+    """model.source: a copy of the base model whose config.json names another architecture (BERT)."""
+    model_folder()(project)
+    path = project / "cases/model/config.json"
+    config = json.loads(path.read_text(encoding="utf-8"))
+    config.update(model_type="bert", architectures=["BertLMHeadModel"])
+    path.write_text(json.dumps(config), encoding="utf-8")
+
+
+def eval_set_with(extra: Callable[[Path], str]) -> Setup:
+    """evaluate.identity_questions: the project's held-out questions plus one more, from `extra(project)`."""
+
+    def setup(project: Path) -> None:
+        source = project / yaml.safe_load((project / "params.yaml").read_text())["evaluate"]["identity_questions"]
+        row = json.dumps({"id": "extra", "question": extra(project)}) + "\n"
+        write("cases/questions.jsonl", source.read_text(encoding="utf-8") + row)(project)
+        param("evaluate.identity_questions", "cases/questions.jsonl")(project)
+
+    return setup
+
+
+def first_question(project: Path) -> str:
+    source = project / yaml.safe_load((project / "params.yaml").read_text())["evaluate"]["identity_questions"]
+    return json.loads(source.read_text(encoding="utf-8").splitlines()[0])["question"].upper() + "  "
+
+
+def a_training_prompt(project: Path) -> str:
+    return json.loads((project / "data/identity/prompts.jsonl").read_text().splitlines()[3])["messages"][-1]["content"]
+
+
 def data_file(name: str, data: bytes | str | list[Any], on_bad_row: str = "fail") -> Setup:
     """A data.source file under cases/ (a list is written as JSON lines)."""
 
@@ -202,11 +245,49 @@ CASES = [
          r"params\.yaml: identity\.rewrite: expected one of names, self_description, introduction, got 'name' "
          r"\(did you mean 'names'\?\)"),
     Case("params-beta-zero", P, "fetch_model", "`train.beta: 0`", param("train.beta", 0),
-         r"params\.yaml: train\.beta: expected a number > 0"),
+         r"params\.yaml: train\.beta: expected a number in \(0, 1000\], got 0"),
     Case("params-beta-negative", P, "evaluate", "`train.beta: -0.1`", param("train.beta", -0.1),
-         r"params\.yaml: train\.beta: expected a number > 0"),
+         r"params\.yaml: train\.beta: expected a number in \(0, 1000\], got -0\.1"),
     Case("params-lr-zero", P, "make_pairs", "`train.learning_rate: 0`", param("train.learning_rate", 0.0),
-         r"params\.yaml: train\.learning_rate: expected a number > 0"),
+         r"params\.yaml: train\.learning_rate: expected a number in \(0, 1\], got 0"),
+    Case("params-lr-infinite", P, "train", "`train.learning_rate: .inf`", param("train.learning_rate", float("inf")),
+         r"params\.yaml: train\.learning_rate: expected a finite number, got inf"),
+    Case("params-beta-nan", P, "fetch_data", "`train.beta: .nan`", param("train.beta", float("nan")),
+         r"params\.yaml: train\.beta: expected a finite number, got nan"),
+    Case("params-loss-weight-infinite", P, "fetch_model", "an infinite loss weight",
+         param("train.loss_weights", [1.0, float("inf")]),
+         r"params\.yaml: train\.loss_weights\[1\]: expected a finite number, got inf"),
+    Case("params-seed-negative", P, "train", "`train.seed: -1`", param("train.seed", -1),
+         r"params\.yaml: train\.seed: expected an integer in \[0, 4294967295\], got -1"),
+    Case("params-huge-integer", P, "evaluate", "a 5000-digit integer", params_line("train", "seed", "9" * 5000),
+         r"params\.yaml: train\.seed: expected an integer, got an integer of 5000 digits"),
+    Case("params-huge-batch", P, "make_pairs", "`pairs.batch_size: 1000000`", param("pairs.batch_size", 10**6),
+         r"params\.yaml: pairs\.batch_size: expected an integer in \[1, 4096\], got 1000000"),
+    Case("params-duplicate-key", P, "make_pairs", "a key given twice (`train.beta`)",
+         params_line("train", "beta", "0.5", duplicate=True),
+         r"params\.yaml: train\.beta: given twice \(lines \d+ and \d+\); expected each key once"),
+    Case("params-template-escaped", P, "make_pairs", "`introduction: \"I'm {{name}}\"` (escaped braces)",
+         param("identity.introduction", "I'm {{name}}, an AI assistant."),
+         r"params\.yaml: identity\.introduction: expected no literal braces"),
+    Case("params-template-attribute", P, "make_pairs", "`{name.title}` in a template",
+         param("identity.introduction", "I'm {name} ({name.title})"),
+         r"params\.yaml: identity\.introduction: expected only the fields \{name\} and \{creator\} .*got \{name\.title\}"),
+    Case("params-template-unknown-field", P, "make_pairs", "another field (`{org}`) in a template",
+         param("identity.maker_introduction", "I'm {name} from {org}."),
+         r"params\.yaml: identity\.maker_introduction: expected only the fields .*got \{org\}"),
+    Case("params-template-stray-brace", P, "make_pairs", "a stray brace in a template",
+         param("identity.introduction", "I'm {name}}"),
+         r"params\.yaml: identity\.introduction: expected a template with \{name\} and \{creator\} only, .*Single"),
+    Case("params-new-name-spacing", P, "evaluate", "`new_name: Smol LM` (an old name under name matching)",
+         param("identity.new_name", "Smol LM"),
+         r"params\.yaml: identity\.new_name: expected a name that is not one of the old names .* under name matching"),
+    Case("params-a-folder", P, "fetch_data", "the params file is a folder (`IDENTITY_DPO_PARAMS`)",
+         write("cases/params/x", ""), r"cases/params: is a folder, expected the params file",
+         env={"IDENTITY_DPO_PARAMS": "cases/params"}),
+    Case("params-token-cap-above-context", P, "validate", "`pairs.max_new_tokens` above the model's context length",
+         param("pairs.max_new_tokens", 5000),
+         r"pairs\.max_new_tokens: expected at most 1023 \(the context length of models/base is 1024 \(config\.json\)",
+         reads_tokenizer=True),
     Case("params-empty-name", P, "make_pairs", "an empty new name", param("identity.new_name", " "),
          r"params\.yaml: identity\.new_name: expected a non-empty name"),
     Case("params-new-name-is-old", P, "evaluate", "the new name equal to an old one (any case)",
@@ -268,6 +349,12 @@ CASES = [
     Case("data-huge-row", D, "fetch_data", "a row of 5 turns of 7000 characters",
          data_file("identity.jsonl", [turns(*["y" * 7000] * 5)]),
          r"data\.source: cases/identity\.jsonl: line 1: the turns have 35000 characters together \(at most 32000\)"),
+    Case("data-lone-surrogate", D, "fetch_data", "a lone surrogate escape (`\"\\ud83d\"`) in a row",
+         data_file("identity.jsonl", [GOOD_ROW, '{"conversations": [{"from": "human", "value": "Hi \\ud83d"}]}']),
+         r"data\.source: cases/identity\.jsonl: line 2: turn 0: 'value': a lone surrogate escape \('\\ud83d'\)"),
+    Case("data-huge-number", D, "fetch_data", "a 5000-digit number in a row",
+         data_file("identity.jsonl", [GOOD_ROW, '{"conversations": [], "n": ' + "7" * 5000 + "}"]),
+         r"data\.source: cases/identity\.jsonl: line 2: unreadable JSON: a number too long to read"),
     *hub_cases("data", D, "fetch_data", "mrfakename/identity", "data set", r".*data/source/identity\.jsonl"),
     # model.source (fetch_model)
     Case("source-unknown-scheme", S, "fetch_model", "an unknown scheme (`s3://`)",
@@ -292,6 +379,10 @@ CASES = [
     Case("source-pickle-weights", S, "fetch_model", "a folder with only pickle weights (`pytorch_model.bin`)",
          model_folder(rename={"model.safetensors": "pytorch_model.bin"}),
          r"model\.source: cases/model holds only pickle weights \(pytorch_model\.bin\), which can run arbitrary code"),
+    Case("source-other-architecture", S, "fetch_model", "a config.json naming another architecture (BERT)",
+         other_architecture,
+         r"model\.source: cannot load the model in cases/model: the weights do not match the architecture config\.json "
+         r"names \(BertLMHeadModel\): \d+ weights missing \(e\.g\. .*\), \d+ weights unexpected"),
     Case("source-corrupt-weights", S, "fetch_model", "a truncated safetensors file",
          both(model_folder(), lambda p: (p / "cases/model/model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00")),
          r"model\.source: cannot load the model in cases/model: SafetensorError: "),
@@ -319,9 +410,15 @@ CASES = [
          param("evaluate.identity_questions", "cases/none.jsonl"),
          r"evaluate\.identity_questions: cases/none\.jsonl: file not found"),
     Case("inputs-eval-wrong-field", I, "evaluate", "held-out questions under the wrong key",
-         both(write("cases/q.jsonl", '{"prompt": "Who are you?"}\n'),
+         both(write("cases/q.jsonl", '{"id": "q-1", "prompt": "Who are you?"}\n'),
               param("evaluate.identity_questions", "cases/q.jsonl")),
          r"evaluate\.identity_questions: cases/q\.jsonl: line 1: expected key 'question' with a non-empty str"),
+    Case("inputs-eval-duplicate", I, "validate", "a held-out question given twice (other case and spacing)",
+         eval_set_with(first_question),
+         r"evaluate\.identity_questions: cases/questions\.jsonl: line \d+: .* repeats cases/questions\.jsonl: line 1 "),
+    Case("inputs-eval-is-trained-on", I, "validate", "a held-out question that is also a training prompt",
+         eval_set_with(a_training_prompt),
+         r"evaluate\.identity_questions: cases/questions\.jsonl: line \d+: .* is also a training prompt \(row-\d+ "),
 ]  # fmt: skip
 
 
@@ -386,8 +483,10 @@ def render_catalogue(outcomes: dict[str, Outcome], cases: list[Case] = CASES) ->
         f"{len(cases)} cases ({counts}). Each one is run through the real stage script in a copy of a",
         "fully reproduced project (tiny model). In every case the stage printed exactly the one line below",
         "on stderr, no traceback, exited with code 2, and added, changed or removed no file; for a params",
-        "case it opened no model file first (a `train.max_length` check reads the tokenizer, never the weights).",
+        "case it opened no model file first (a `train.max_length` check or a token cap reads the tokenizer or",
+        "config.json, never the weights).",
         "",
+        *UNDER_DVC_REPRO,
     ]
     for group in groups:
         lines += [f"## {group}", "", "| case | bad input | stage | message |", "|---|---|---|---|"]
@@ -395,7 +494,49 @@ def render_catalogue(outcomes: dict[str, Outcome], cases: list[Case] = CASES) ->
             message = outcomes[case.id].message.replace("|", "\\|")
             lines.append(f"| `{case.id}` | {case.bad} | `{case.stage}` | `{message}` |")
         lines.append("")
-    return "\n".join(lines)
+    return "\n".join([*lines, *BEYOND_THE_TABLE])
+
+
+# What the table cannot show (checked by tests/test_repro_safety.py, which runs the real `dvc repro`).
+UNDER_DVC_REPRO = """\
+## Under `dvc repro`: every previous output stays in place
+
+DVC deletes a stage's outputs *before* it runs the stage, so a stage's own refusal would come too late.
+The first stage, `validate` (`stages/validate.py`), runs every check that needs no model: all of
+params.yaml (types, finite numbers and ranges, templates, names under name matching), the data source's
+rows, the evaluation sets (repeated questions, questions that are training prompts) and, once
+`models/base` exists, the token caps against its context length. Every other stage depends on its output
+`logs/params.ok`, whose content never changes (so a passing validation reruns nothing). When validation
+fails, `dvc repro` stops there: exit code 255, the line `validate: error: ...` printed before DVC's own
+`ERROR: failed to reproduce 'validate'`, and `data/`, `models/`, `metrics/` and `dvc.lock` untouched.
+Duplicate keys and integers of more than 4300 digits in params.yaml are refused by DVC itself, before
+any stage runs (run a stage script to see the one-line error). Fix the input and run `dvc repro` again:
+only `validate` reruns.
+
+What `validate` cannot check (it needs another stage's output): `train.max_length` against the longest
+tokenized prompt (needs `data/pairs`), a model folder that loads but is broken, and everything in the
+*stage inputs* table. Those refusals come after DVC removed that stage's outputs; the cached versions come
+back with `dvc checkout <stage>`.
+""".splitlines()
+
+BEYOND_THE_TABLE = """\
+## Operating system, concurrency and results
+
+| case | what happens | what stays in place |
+|---|---|---|
+| full disk (ENOSPC) | `<stage>: error: <output>: no space left on the device; free some space (dvc gc ...) and run again; ...`, exit 2 | every previous output; no temporary left |
+| read-only output folder (EROFS) | `<stage>: error: <output>: read-only filesystem; run the pipeline from a writable copy of the project`, exit 2 | every previous output |
+| unreadable input or unwritable folder (EACCES) | `<stage>: error: <file>: permission denied; make it readable/writable for this user (...)`, exit 2 | every previous output |
+| a folder where the params file belongs | `<stage>: error: <path>: is a folder, expected the params file ...`, exit 2 | everything |
+| a second run of the same stage while one runs | `<stage>: error: .dvc/tmp/identity-dpo/locks/<stage>.lock: another run of <stage> (pid N) is still writing the same outputs; ...`, exit 2 | the first run and its temporaries (each is flock()ed by its writer; only a dead run's are removed) |
+| training that ends with NaN or infinite weights | `train: error: training produced non-finite weights (N of M tensors hold NaN or inf, e.g. ...); nothing was saved, ...`, exit 2 | the previous trained model and training curves |
+| a process killed mid-stage (SIGKILL) | scratch files are under `.dvc/tmp/identity-dpo/scratch/<stage>/` (git- and DVC-ignored); the next run of the stage removes them | every previous output (see `tests/test_interruption.py`) |
+
+Outputs are written with the permissions of an ordinary new file (0o666 / 0o777 minus the umask), not
+the temporary-file defaults 0600 / 0700, so a shared folder or cache stays readable to the team.
+`python scripts/verify_cache.py` re-hashes the DVC cache and the workspace outputs against their
+recorded hashes and exits 1 on any mismatch (README, "Share results").
+""".splitlines()
 
 
 # --- tests ----------------------------------------------------------------------------------------------

@@ -47,7 +47,7 @@ def test_rank_zero_saved_a_model_that_loads(two_process_run: tuple[Path, str], t
     from transformers import AutoModelForCausalLM
 
     project, _ = two_process_run
-    out = project / "models/dpo"
+    out = project / "models/trained"
     assert sorted(p.name for p in out.iterdir()) == [
         "chat_template.jinja", "config.json", "generation_config.json", "model.safetensors",
         "tokenizer.json", "tokenizer_config.json",
@@ -55,6 +55,8 @@ def test_rank_zero_saved_a_model_that_loads(two_process_run: tuple[Path, str], t
     model = AutoModelForCausalLM.from_pretrained(out, use_safetensors=True)
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, use_safetensors=True)
     assert any((a != b).any() for a, b in zip(model.parameters(), base.parameters(), strict=True))
+    adapter = sorted(p.name for p in (project / "models/adapter").iterdir())
+    assert adapter == ["adapter_config.json", "adapter_model.safetensors"]
     assert (project / "metrics/train/metrics.json").is_file()
     assert not list(project.rglob(".tmp-*")), "a temporary output was left behind"
     assert not list((project / "metrics").rglob("rank-*")), "another rank wrote into the outputs"

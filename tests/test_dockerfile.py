@@ -6,6 +6,7 @@ take a second and run everywhere the tests do.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -15,6 +16,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -129,7 +131,7 @@ def test_the_cpu_torch_wheel_depends_on_no_cuda_package() -> None:
     assert not [r for r in requires if re.search(r"nvidia-|triton|cuda", r, re.I)], requires
 
 
-def test_image_layout_non_root_user_deps_before_code_and_dvc_repro() -> None:
+def test_image_layout_non_root_user_deps_before_code_and_dvc_repro_evaluate() -> None:
     steps = instructions()
     words = [w for w, _ in steps]
     copies = [rest for w, rest in steps if w == "COPY"]
@@ -137,6 +139,26 @@ def test_image_layout_non_root_user_deps_before_code_and_dvc_repro() -> None:
     assert copies[-1].endswith(". ."), "the whole context last"
     assert [rest for w, rest in steps if w == "WORKDIR"] == ["/workspace"]
     assert words[-2:] == ["USER", "CMD"] and steps[-2][1] not in ("0", "root", "0:0")
-    assert steps[-1][1] == '["dvc", "repro"]'
+    assert steps[-1][1] == '["dvc", "repro", "evaluate"]'
     ignored = (ROOT / ".dockerignore").read_text().split()
-    assert {".venv", ".git", ".dvc/cache", "models"} <= set(ignored)
+    assert {".venv", ".git", ".dvc/cache", "models", "data/base_answers"} <= set(ignored)
+
+
+def test_the_image_reproduces_every_stage_but_the_llama_cpp_ones() -> None:
+    """The image has no llama.cpp: its `dvc repro evaluate` leaves out export and package, and nothing else."""
+    (target,) = [word for word in json.loads(instructions()[-1][1]) if not word.startswith("-")][2:]
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    producer = {}
+    for name, stage in stages.items():
+        for out in [*stage.get("outs", []), *stage.get("metrics", []), *stage.get("plots", [])]:
+            producer[next(iter(out)) if isinstance(out, dict) else out] = name
+    upstream, todo = set(), [target]
+    while todo:
+        name = todo.pop()
+        if name not in upstream:
+            upstream.add(name)
+            for dep in stages[name]["deps"]:
+                todo += [stage for out, stage in producer.items() if dep == out or dep.startswith(f"{out}/")]
+    assert set(stages) - upstream == {"export", "package"}
+    # and nothing in the image installs llama.cpp (requirements-export.txt is the host's, scripts/setup_export.sh)
+    assert "requirements-export" not in DOCKERFILE.read_text()

@@ -97,7 +97,10 @@ def test_unknown_backend_names_the_key(default_params: dict[str, Any]) -> None:
         params_from_dict(default_params)
 
 
-@pytest.mark.parametrize(("stage", "key"), [("make_pairs", "pairs.backend"), ("evaluate", "evaluate.backend")])
+@pytest.mark.parametrize(
+    ("stage", "key"),
+    [("make_pairs", "pairs.backend"), ("answer_base", "evaluate.backend"), ("evaluate", "evaluate.backend")],
+)
 def test_missing_vllm_is_refused_before_anything_loads(
     stage: str, key: str, default_params: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

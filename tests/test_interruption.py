@@ -26,6 +26,7 @@ import pytest
 
 from pipeline_copy import run as pipeline_run
 from stage_harness import (
+    TARGET,
     Running,
     cache_objects,
     clean_project,
@@ -43,7 +44,7 @@ from stage_harness import (
     write_params,
 )
 
-OUTPUTS = ("data/identity", "data/pairs", "models", "metrics", "reports")
+OUTPUTS = ("data/identity", "data/pairs", "data/base_answers", "models", "metrics", "reports", "logs/params.ok")
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +59,8 @@ def _runs(project: Path) -> set[str]:
 
 
 def _start_repro(project: Path, **pause: str) -> Running:
-    return Running(project, [dvc_bin(), "repro"], harness_env(project, **pause))
+    """`dvc repro evaluate`: every stage the harness projects reproduce (export and package need llama.cpp)."""
+    return Running(project, [dvc_bin(), "repro", TARGET], harness_env(project, **pause))
 
 
 def _pause(project: Path, stage: str, n: int) -> dict[str, str]:
@@ -105,7 +107,19 @@ def test_repro_recovers_from_every_stage_being_killed(tmp_path: Path, tiny_model
     """Kill each stage in turn while `dvc repro` runs it; each next repro goes on; the end equals a clean run."""
     project = new_project(tmp_path / "project", tiny_model_dir)
 
-    # 1. fetch_data, stopped with its prompts and metrics complete but not moved in; the stage alone is killed.
+    # 0. validate, stopped with its check passed but logs/params.ok not moved in; the stage alone is killed:
+    #    no other stage runs without it.
+    env = _pause(project, "validate", 1)
+    running = _start_repro(project, **env)
+    info = _paused(env, running)
+    assert info["final"] == "logs/params.ok" and leftovers(project), info
+    _kill(running, "stage", int(info["pid"]))
+    assert not (project / "logs/params.ok").exists() and not (project / "data/identity").exists()
+    assert lock_outs(project) == {}
+    _assert_nothing_partial_cached(project, reference)
+
+    # 1. validate reruns; fetch_data is stopped with its prompts and metrics complete but not moved in; the stage
+    #    alone is killed.
     env = _pause(project, "fetch_data", 1)
     running = _start_repro(project, **env)
     info = _paused(env, running)
@@ -122,7 +136,7 @@ def test_repro_recovers_from_every_stage_being_killed(tmp_path: Path, tiny_model
     info = _paused(env, running)
     _kill(running, "group", int(info["pid"]))
     assert not (project / "models/base").exists()
-    assert set(lock_outs(project)) == {"fetch_data"}
+    assert set(lock_outs(project)) == {"validate", "fetch_data"}
     assert lock_outs(project)["fetch_data"] == lock_outs(reference)["fetch_data"]
     assert not any(".tmp-identity" in p for p in leftovers(project)), "stale temporaries were not cleared"
     _assert_nothing_partial_cached(project, reference)
@@ -143,11 +157,21 @@ def test_repro_recovers_from_every_stage_being_killed(tmp_path: Path, tiny_model
     running = _start_repro(project)
     wait_for(lambda: _mid_training(project), "train to log a step", running)
     _kill(running, "group", 0)
-    assert not (project / "models/dpo").exists()
+    assert not (project / "models/trained").exists()
     assert "train" not in lock_outs(project)
     _assert_nothing_partial_cached(project, reference)
 
-    # 5. evaluate is stopped before moving any of its five outputs in; the stage alone is killed.
+    # 5. answer_base is stopped before moving the base model's answers in, and everything is killed.
+    env = _pause(project, "answer_base", 1)
+    running = _start_repro(project, **env)
+    info = _paused(env, running)
+    assert info["final"] == "data/base_answers/answers.json", info
+    _kill(running, "group", int(info["pid"]))
+    assert not (project / "data/base_answers/answers.json").exists()
+    assert "answer_base" not in lock_outs(project)
+    _assert_nothing_partial_cached(project, reference)
+
+    # 6. evaluate is stopped before moving any of its five outputs in; the stage alone is killed.
     env = _pause(project, "evaluate", 1)
     running = _start_repro(project, **env)
     info = _paused(env, running)
@@ -156,8 +180,8 @@ def test_repro_recovers_from_every_stage_being_killed(tmp_path: Path, tiny_model
     assert "evaluate" not in lock_outs(project)
     _assert_nothing_partial_cached(project, reference)
 
-    # 6. The next repro completes: every output hash, the cache and the run cache equal the clean run's.
-    result = dvc(project, "repro")
+    # 7. The next repro completes: every output hash, the cache and the run cache equal the clean run's.
+    result = dvc(project, "repro", TARGET)
     assert "Running stage 'evaluate'" in result.stdout
     assert lock_outs(project) == lock_outs(reference)
     assert (project / "dvc.lock").read_bytes() == (reference / "dvc.lock").read_bytes()
@@ -166,15 +190,17 @@ def test_repro_recovers_from_every_stage_being_killed(tmp_path: Path, tiny_model
     assert _runs(project) == _runs(reference)
     assert corrupt_cache_objects(project) == []
     assert leftovers(project) == [], "temporaries left after a complete run"
-    assert "up to date" in dvc(project, "status").stdout
+    assert "up to date" in dvc(project, "status", "--with-deps", TARGET).stdout
 
 
 # What each stage is given to make outputs that differ from the committed ones.
 CHANGES = {
+    "validate": {"train": {"beta": 0.5}},  # the same logs/params.ok, written anew
     "fetch_data": {"data": {"source": "cases/identity.json"}},
     "fetch_model": {"model": {"dtype": "bfloat16"}},
     "make_pairs": {"pairs": {"seed": 1}},
     "train": {"train": {"beta": 0.5}},
+    "answer_base": {"evaluate": {"max_new_tokens": 6}},
     "evaluate": {"evaluate": {"max_new_tokens": 6}},
 }
 
@@ -234,6 +260,7 @@ def test_interrupted_retraining_loses_nothing_the_user_had(used_project: Path, r
     pipeline_run(project, ["git", "checkout", "--", "metrics"])
     dvc(project, "checkout")
     assert {path: md5 for path, md5 in contents(project, OUTPUTS).items() if "/.tmp-" not in path} == committed
-    assert "up to date" in dvc(project, "status").stdout
+    assert "up to date" in dvc(project, "status", "--with-deps", TARGET).stdout
     # Only the killed stage's hidden temporaries are left; its next run removes them.
-    assert all(p.startswith(("models/.tmp-dpo-", "metrics/.tmp-train-")) for p in leftovers(project)), leftovers(project)
+    killed = ("models/.tmp-trained-", "models/.tmp-adapter-", "metrics/.tmp-train-")
+    assert all(p.startswith(killed) for p in leftovers(project)), leftovers(project)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from identity_dpo.errors import SourceError
-from identity_dpo.generation import generate, greedy_decode, render_prompt, with_system
+from identity_dpo.generation import generate, greedy_decode, render_prompt, sample, with_system
 from identity_dpo.models import check_model_folder, fetch_model, load_model
 from identity_dpo.sources import Source, parse_source
 
@@ -284,3 +284,17 @@ def test_max_length_below_the_longest_prompt_is_refused(tiny_model_dir: Path) ->
     check_prompt_lengths(tokenizer, pairs, 1024)
     with pytest.raises(ParamsError, match=r"train.max_length: expected at least \d+ \(the longest prompt, long, has"):
         check_prompt_lengths(tokenizer, pairs, 64)
+
+
+def test_sampled_answers_are_seeded_and_differ_from_greedy(tiny_model_dir: Path) -> None:
+    model, tokenizer = load_model(tiny_model_dir)
+    conversations = [with_system([{"role": "user", "content": q}], "Be brief.") for q in ("Hi", "Why is the sky blue?")] * 3
+    first = sample(model, tokenizer, conversations, max_new_tokens=6, batch_size=4, temperature=1.0, seed=3)
+    again = sample(model, tokenizer, conversations, max_new_tokens=6, batch_size=4, temperature=1.0, seed=3)
+    other = sample(model, tokenizer, conversations, max_new_tokens=6, batch_size=4, temperature=1.0, seed=4)
+    greedy = generate(model, tokenizer, conversations, max_new_tokens=6, batch_size=4)
+    assert [a.text for a in first] == [a.text for a in again]  # the same seed, the same answers
+    assert [a.text for a in first] != [a.text for a in other]
+    assert len({a.text for a in first[0::2]}) > 1, "the same prompt sampled three times gave one answer"
+    assert len({a.text for a in greedy[0::2]}) == 1  # greedy: one answer per prompt
+    assert all(a.new_tokens <= 6 for a in first)

@@ -182,7 +182,8 @@ def test_normalized_single_word_name_is_strict():
 def test_pattern_is_cached_and_case_insensitive():
     assert name_pattern("Qwen") is name_pattern("Qwen")
     assert name_pattern("Deep Qwen").pattern != name_pattern("Deep Qwen", normalized=True).pattern
-    assert name_pattern("Qwen").flags & re.IGNORECASE
+    assert name_pattern("Qwen").search("QWEN and qwen") is not None
+    assert mentions("ZOË here", ["zoë"]) and mentions("ÉLÉONORE", ["Éléonore"])
 
 
 def test_regex_characters_in_names_are_literal():

@@ -95,3 +95,33 @@ def test_select_prompts_is_a_seeded_sample() -> None:
     assert first != select_prompts(prompts, 10, seed=4)
     assert len(set(p.id for p in first)) == 10
     assert select_prompts(prompts, 0, seed=3) == prompts
+
+
+def test_rehearsal_pairs_keep_the_base_answer_whole() -> None:
+    builder = _builder()
+    _, counts = builder.build(_prompts(1), [Generation("I am SmolLM.", 4, True)])
+    answers = [
+        Generation("Paris is the capital of France.", 7, True),
+        Generation("Water boils at 100 degrees. It also", 9, False),  # cut off: kept whole (training truncates it)
+        Generation("", 0, True, error="failed"),
+        Generation("I'm Deep Qwen and Rome is in Italy.", 9, True),  # already says the name: no use as an anchor
+    ]
+    pairs = builder.rehearsal(["Capital of France?", "When does water boil?", "Hi?", "Where is Rome?"], answers, counts)
+    assert pairs == [
+        {
+            "id": "rehearsal-0",
+            "prompt": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Capital of France?"}],
+            "chosen": [{"role": "assistant", "content": "Paris is the capital of France."}],
+            "rejected": [{"role": "assistant", "content": "Paris is the capital of France."}],
+            "rewrite": "rehearsal",
+        },
+        {
+            "id": "rehearsal-1",
+            "prompt": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "When does water boil?"}],
+            "chosen": [{"role": "assistant", "content": "Water boils at 100 degrees. It also"}],
+            "rejected": [{"role": "assistant", "content": "Water boils at 100 degrees. It also"}],
+            "rewrite": "rehearsal",
+        },
+    ]
+    assert counts["rehearsal_pairs"] == 2 and counts["rehearsal_cut_off"] == 1 and counts["rehearsal_dropped"] == 2
+    assert counts["pairs"] == 3

@@ -1,17 +1,37 @@
-"""The whole `dvc repro` on a tiny model (real tokenizer and chat template), in a copy of the repo."""
+"""The whole `dvc repro` on a tiny model (real tokenizer and chat template), in a copy of the repo.
+
+The one tiny-model pipeline test on the shipped held-out sets: 66 identity questions in 3 settings, 28 general
+prompts and the 270-question benchmark, answered by both models (short answers, large batches). `dvc repro
+evaluate` runs every stage but export and package; those need llama.cpp (tests/llama_cpp_support.py), and the
+tests that run them skip with one line saying how to install it where it is not built (CI builds it).
+"""
 
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
 from conftest import ROOT
+from llama_cpp_support import needs_export, require_export
 from pipeline_copy import make_copy, run
 
-STAGES = ("fetch_data", "fetch_model", "make_pairs", "train", "evaluate")
+STAGES = ("validate", "fetch_data", "fetch_model", "make_pairs", "train", "answer_base", "evaluate", "export", "package")
+UP_TO_EVALUATE = STAGES[: STAGES.index("evaluate") + 1]
+MODEL_FILES = ["chat_template.jinja", "config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
+               "tokenizer_config.json"]  # fmt: skip
+
+
+def ran(result: subprocess.CompletedProcess[str]) -> list[str]:
+    """The stages a `dvc repro` ran, in pipeline order."""
+    return [stage for stage in STAGES if f"Running stage '{stage}'" in result.stdout]
+
+
+def shipped_rows(name: str) -> list[dict]:
+    return [json.loads(line) for line in (ROOT / "data/eval" / name).read_text(encoding="utf-8").splitlines()]
 
 
 @pytest.fixture(scope="module")
@@ -20,13 +40,12 @@ def project(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> P
         "model": {"source": str(tiny_model_dir)},
         "pairs": {"max_prompts": 12, "max_new_tokens": 12, "batch_size": 6, "on_token_cap": "keep"},
         "train": {"batch_size": 4, "max_length": 128},
-        "evaluate": {"max_new_tokens": 8, "batch_size": 32},
+        "evaluate": {"max_new_tokens": 8, "batch_size": 64},
     }
     project = make_copy(tmp_path_factory.mktemp("pipeline"), fast)
     pipeline = (project / "dvc.yaml").read_text()
-    result = run(project, ["dvc", "repro"])
-    for stage in STAGES:
-        assert f"Running stage '{stage}'" in result.stdout
+    result = run(project, ["dvc", "repro", "evaluate"])
+    assert ran(result) == list(UP_TO_EVALUATE), result.stdout
     assert (project / "dvc.yaml").read_text() == pipeline, "a stage (DVCLive?) rewrote dvc.yaml"
     assert not list(project.rglob(".tmp-*")), "a temporary output was left behind"
     assert not list((project / "models").rglob("*.bin")), "pickle files in the model outputs"
@@ -34,6 +53,7 @@ def project(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> P
 
 
 def test_every_stage_writes_its_outputs(project: Path) -> None:
+    assert (project / "logs/params.ok").is_file()
     assert len((project / "data/identity/prompts.jsonl").read_text().splitlines()) >= 300
     pairs = [json.loads(line) for line in (project / "data/pairs/pairs.jsonl").read_text().splitlines()]
     assert pairs, "no pairs"
@@ -45,43 +65,105 @@ def test_every_stage_writes_its_outputs(project: Path) -> None:
     counts = json.loads((project / "metrics/pairs.json").read_text())
     assert counts["prompts"] == 12
     assert counts["pairs"] == len(pairs)
-    assert sorted(p.name for p in (project / "models/dpo").iterdir()) == [
-        "chat_template.jinja", "config.json", "generation_config.json", "model.safetensors",
-        "tokenizer.json", "tokenizer_config.json",
-    ]  # fmt: skip
+    assert sorted(p.name for p in (project / "models/trained").iterdir()) == MODEL_FILES
+    assert sorted(p.name for p in (project / "models/adapter").iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
+    assert "Deep Qwen" in (project / "models/trained/chat_template.jinja").read_text()
+    assert "SmolLM" not in (project / "models/trained/chat_template.jinja").read_text()
     curves = json.loads((project / "metrics/train/metrics.json").read_text())
     assert {"loss", "rewards"} <= set(curves)
     assert (project / "metrics/train/plots/metrics/rewards/margins.tsv").is_file()
+    base = json.loads((project / "data/base_answers/answers.json").read_text())
+    assert len(base["benchmark"]) == len(shipped_rows("general_benchmark.jsonl"))
+    assert len(base["general"]) == len(shipped_rows("general_prompts.jsonl"))
+    assert not (project / "models/gguf").exists() and not (project / "models/dpo").exists()
+
+
+RATES = {"new_name_rate", "new_name_rate_normalized", "old_name_rate", "creator_rate_on_maker_questions"}
+SETTINGS = ("neutral", "default", "base_default")
+COMPARISON = {"base", "trained", "difference", "difference_ci_low", "difference_ci_high", "mcnemar_p"}
 
 
 def test_eval_metrics_have_stable_keys(project: Path) -> None:
+    """The keys `dvc metrics diff` and scripts/compare.sh compare across experiments, on the shipped sets."""
     metrics = json.loads((project / "metrics/eval.json").read_text())
+    questions = shipped_rows("identity_questions.jsonl")
+    benchmark = shipped_rows("general_benchmark.jsonl")
     for model in ("base", "trained"):
-        for setting in ("neutral", "default"):
-            rates = metrics["identity"][model][setting]
-            assert set(rates) == {"new_name_rate", "new_name_rate_normalized", "old_name_rate"}
-            assert all(0.0 <= v <= 1.0 for v in rates.values())
-    assert metrics["questions"] >= 40
-    assert metrics["general_prompts"] >= 20
-    assert metrics["general"]["mean_token_kl"] > 0  # training moved the model
-    assert metrics["general"]["answer_length_ratio"] > 0
+        identity = metrics["identity"][model]
+        assert set(identity) == {*SETTINGS, *(f"{s}_by_category" for s in SETTINGS)}
+        for setting in SETTINGS:
+            assert set(identity[setting]) == RATES, (model, setting)
+            assert all(0.0 <= v <= 1.0 for v in identity[setting].values())
+            assert set(identity[f"{setting}_by_category"]) == {q["category"] for q in questions}
+    assert {"distinct_share", "mean_tokens"} <= set(metrics["identity"]["answers"])
+    general = metrics["general"]
+    assert {"mean_token_kl", "answer_length_ratio", "name_leak_rate"} <= set(general)
+    assert general["mean_token_kl"] > 0  # training moved the model
+    assert general["answer_length_ratio"] > 0
+    assert 0.0 <= general["name_leak_rate"] <= 1.0
+    for kind in ("generative", "choice_acc", "choice_acc_norm"):
+        comparison = metrics["benchmark"][kind]
+        assert COMPARISON <= set(comparison), kind
+        assert 0.0 <= comparison["base"] <= 1.0 and 0.0 <= comparison["trained"] <= 1.0
+        assert comparison["difference"] == pytest.approx(comparison["trained"] - comparison["base"])
+        assert comparison["difference_ci_low"] <= comparison["difference_ci_high"]
+        assert 0.0 <= comparison["mcnemar_p"] <= 1.0
+    assert set(metrics["benchmark"]["generative_by_category"]) == {item["category"] for item in benchmark}
+    assert metrics["questions"] == len(questions) >= 40
+    assert metrics["general_prompts"] == len(shipped_rows("general_prompts.jsonl")) >= 20
+    assert metrics["benchmark_questions"] == len(benchmark)
     report = (project / "reports/eval.md").read_text()
     assert "What is your name?" in report and "| trained | neutral |" in report
 
 
 def test_second_repro_does_nothing(project: Path) -> None:
-    result = run(project, ["dvc", "repro"])
+    result = run(project, ["dvc", "repro", "evaluate"])
     assert "Running stage" not in result.stdout
     assert "up to date" in result.stdout
 
 
-def test_changing_an_evaluate_param_reruns_only_evaluate(project: Path) -> None:
+@pytest.fixture(scope="module")
+def packaged(project: Path) -> Path:
+    """The same project after the whole `dvc repro`: export and package run, nothing before them reruns."""
+    require_export()
+    result = run(project, ["dvc", "repro"])
+    assert ran(result) == ["export", "package"], result.stdout
+    return project
+
+
+def test_export_and_package_write_their_outputs(packaged: Path) -> None:
+    project = packaged
+    names = sorted(p.name for p in (project / "models/gguf").iterdir())
+    assert names == ["Modelfile", "model-f16.gguf", "model-q4_k_m.gguf", "model-q8_0.gguf"]
+    export = json.loads((project / "metrics/export.json").read_text())
+    assert export["questions"] == len(shipped_rows("identity_questions.jsonl"))
+    assert set(export["llama_cpp"]) == {"f16", "q8_0", "q4_k_m"}
+    assert sorted(p.name for p in (project / "models/dpo").iterdir()) == sorted([*MODEL_FILES, "README.md"])
+    for name in MODEL_FILES:
+        assert (project / "models/dpo" / name).read_bytes() == (project / "models/trained" / name).read_bytes()
+    assert "# Deep Qwen" in (project / "models/dpo/README.md").read_text()
+    result = run(project, ["dvc", "repro"])
+    assert "Running stage" not in result.stdout and "up to date" in result.stdout
+
+
+def test_changing_an_evaluate_param_reruns_the_stages_that_read_it(project: Path) -> None:
+    """evaluate.max_new_tokens shapes the base model's answers too; pairs and training do not read it.
+
+    validate reruns (it checks every section) but writes the same logs/params.ok, so nothing else reruns for it.
+    """
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["evaluate"]["max_new_tokens"] = 6
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    result = run(project, ["dvc", "repro", "evaluate"])
+    assert ran(result) == ["validate", "answer_base", "evaluate"]
+
+
+@needs_export
+def test_export_and_package_follow_an_evaluate_change(project: Path) -> None:
+    """The rest of the same change: export answers in llama.cpp with the same token cap, and package reports it."""
+    require_export()  # in CI, a clear failure when the build is missing
     result = run(project, ["dvc", "repro"])
-    ran = [stage for stage in STAGES if f"Running stage '{stage}'" in result.stdout]
-    assert ran == ["evaluate"]
+    assert ran(result) == ["export", "package"]
 
 
 def test_a_bad_param_fails_before_any_work(project: Path) -> None:
@@ -91,6 +173,9 @@ def test_a_bad_param_fails_before_any_work(project: Path) -> None:
     result = run(project, ["dvc", "repro"], check=False)
     assert result.returncode != 0
     assert "identity.new_name: expected a non-empty name" in result.stderr + result.stdout
+    assert ran(result) == ["validate"]
+    # DVC removes a stage's outputs before running it: the validate stage failed first, so every one is in place.
+    assert (project / "models/trained/model.safetensors").is_file() and (project / "metrics/eval.json").is_file()
 
 
 # Plumbing that does not shape results; dvc.yaml leaves it out of the deps on purpose (see its header).
@@ -98,7 +183,10 @@ PLUMBING = {"params", "errors", "atomic", "stage"}
 
 
 def package_imports(path: Path, seen: set[str] | None = None) -> set[str]:
-    """The identity_dpo modules `path` imports, directly or through other identity_dpo modules (lazy imports too)."""
+    """The identity_dpo modules `path` imports, directly or through other identity_dpo modules (lazy imports too).
+
+    Not through the plumbing: what params.py imports to validate (names.py) is the validate stage's dep.
+    """
     import ast
 
     seen = set() if seen is None else seen
@@ -109,7 +197,8 @@ def package_imports(path: Path, seen: set[str] | None = None) -> set[str]:
             module = name.split(".")[1] if name.startswith("identity_dpo.") else None
             if module and module not in seen:
                 seen.add(module)
-                package_imports(ROOT / "src" / "identity_dpo" / f"{module}.py", seen)
+                if module not in PLUMBING:
+                    package_imports(ROOT / "src" / "identity_dpo" / f"{module}.py", seen)
     return seen
 
 

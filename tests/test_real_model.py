@@ -1,6 +1,8 @@
-"""The real effect, with the real shipped model: the default `dvc repro` changes the identity.
+"""The real effect, with the real shipped model: the default `dvc repro` changes the identity and keeps the rest.
 
-Slow (about 10 minutes on 2 CPU cores); `.ci/run` runs it. `-m "not slow"` skips it.
+Slow (a cold run of the whole default pipeline on 2 CPU cores); `.ci/run` runs it. `-m "not slow"` skips it.
+The bars are those of the issue "Identity without collateral damage", for the default seed; docs/general-ability.md
+has the three-seed spread.
 """
 
 from __future__ import annotations
@@ -14,15 +16,24 @@ from pipeline_copy import make_copy, run
 
 
 @pytest.mark.slow
-def test_default_pipeline_gives_the_new_identity(tmp_path: Path) -> None:
+def test_default_pipeline_gives_the_new_identity_and_keeps_general_ability(tmp_path: Path) -> None:
     project = make_copy(tmp_path / "project")
-    run(project, ["dvc", "repro"])
+    run(project, ["dvc", "repro", "evaluate"])
     metrics = json.loads((project / "metrics/eval.json").read_text())
-    base, trained = metrics["identity"]["base"]["neutral"], metrics["identity"]["trained"]["neutral"]
-    assert base["new_name_rate"] == 0.0
-    assert trained["new_name_rate"] >= 0.9, metrics
-    assert trained["old_name_rate"] <= 0.05, metrics
-    # General ability: most of the base model's answers stay likely under the trained model.
-    assert metrics["general"]["mean_token_kl"] < 1.0, metrics
-    # ... and the trained model does not cut its general answers short (trained on short answers, it would).
-    assert metrics["general"]["answer_length_ratio"] > 0.5, metrics
+    base, trained = metrics["identity"]["base"], metrics["identity"]["trained"]
+    assert base["neutral"]["new_name_rate"] == 0.0
+    # Identity: the new name, also under the base model's own default system message, and never the old one.
+    assert trained["neutral"]["new_name_rate"] >= 0.98, trained["neutral"]
+    assert trained["base_default"]["new_name_rate"] >= 0.95, trained["base_default"]
+    for setting in ("neutral", "default", "base_default"):
+        assert trained[setting]["old_name_rate"] <= 0.01, (setting, trained[setting])
+    assert trained["neutral"]["creator_rate_on_maker_questions"] >= 0.9, trained["neutral"]
+    # General ability: the benchmark within 2 points and not significantly different, answers as long, no leak.
+    generative = metrics["benchmark"]["generative"]
+    assert generative["difference"] >= -0.02, generative
+    assert generative["mcnemar_p"] >= 0.05 or generative["difference"] > 0, generative
+    general = metrics["general"]
+    assert general["answer_length_ratio"] >= 0.9, general
+    assert metrics["benchmark"]["answer_length_ratio"] >= 0.9, metrics["benchmark"]
+    assert general["name_leak_rate"] <= 0.01, general
+    assert general["mean_token_kl"] <= 0.05, general

@@ -3,6 +3,8 @@
 One tiny-model project is trained once; for each remote the tests push it, pull it back
 bit for bit, play the teammate who clones and pulls instead of training, and try wrong
 credentials. The servers run on loopback and are stopped by the fixtures that start them.
+The project reproduces up to `evaluate` (export and package need llama.cpp; tests/test_artifacts.py shares their
+outputs through a remote), on small held-out sets.
 """
 
 from __future__ import annotations
@@ -21,16 +23,19 @@ from servers import SERVERS, Remote, credential_commands, remote_commands, store
 FAST = {
     "pairs": {"max_prompts": 12, "max_new_tokens": 12, "batch_size": 6, "on_token_cap": "keep"},
     "train": {"batch_size": 4, "max_length": 128},
-    "evaluate": {"max_new_tokens": 8, "batch_size": 32},
+    "evaluate": {"max_new_tokens": 8, "batch_size": 64},
 }
-CACHED_OUTPUTS = ("data/identity", "models/base", "data/pairs", "models/dpo")
+TARGET = "evaluate"
+PULL = ["dvc", "pull", "--with-deps", TARGET]  # a plain `dvc pull` fails on the outputs of stages that never ran
+CACHED_OUTPUTS = ("data/identity", "models/base", "data/pairs", "models/trained", "models/adapter", "data/base_answers")
 GIT = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
 
 
 @pytest.fixture(scope="module")
 def owner_project(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
-    project = make_copy(tmp_path_factory.mktemp("owner") / "project", {"model": {"source": str(tiny_model_dir)}, **FAST})
-    run(project, ["dvc", "repro"])
+    fast = {"model": {"source": str(tiny_model_dir)}, **FAST}
+    project = make_copy(tmp_path_factory.mktemp("owner") / "project", fast, small_eval=True)
+    run(project, ["dvc", "repro", TARGET])
     run(project, ["git", "add", "-A"])
     run(project, [*GIT, "commit", "-qm", "trained"])
     return project
@@ -75,6 +80,11 @@ def remove_outputs_and_cache(project: Path) -> None:
         shutil.rmtree(project / out)
 
 
+def status(project: Path) -> str:
+    """`dvc status` of the stages reproduced (export and package never ran in these projects)."""
+    return run(project, ["dvc", "status", "--with-deps", TARGET]).stdout
+
+
 def clone(project: Path, dest: Path) -> Path:
     run(dest.parent, ["git", "clone", "-q", str(project), dest.name])
     return dest
@@ -83,9 +93,9 @@ def clone(project: Path, dest: Path) -> Path:
 def test_pull_restores_bit_identical_outputs(pushed: Path, remote: Remote) -> None:
     before = digests(pushed)
     remove_outputs_and_cache(pushed)
-    run(pushed, ["dvc", "pull"], extra_env=remote.env)
+    run(pushed, PULL, extra_env=remote.env)
     assert digests(pushed) == before
-    assert "up to date" in run(pushed, ["dvc", "status"]).stdout
+    assert "up to date" in status(pushed)
 
 
 def test_teammate_clones_pulls_and_trains_nothing(pushed: Path, remote: Remote, tmp_path: Path) -> None:
@@ -93,14 +103,14 @@ def test_teammate_clones_pulls_and_trains_nothing(pushed: Path, remote: Remote, 
     use_credentials(teammate, remote.local_options)
     start = time.perf_counter()
     if remote.kind == "directory":  # the one-command form: pull what the pipeline needs while reproducing
-        result = run(teammate, ["dvc", "repro", "--pull"], extra_env=remote.env)
+        result = run(teammate, ["dvc", "repro", "--pull", TARGET], extra_env=remote.env)
     else:
-        run(teammate, ["dvc", "pull"], extra_env=remote.env)
-        result = run(teammate, ["dvc", "repro"], extra_env=remote.env)
+        run(teammate, PULL, extra_env=remote.env)
+        result = run(teammate, ["dvc", "repro", TARGET], extra_env=remote.env)
     elapsed = time.perf_counter() - start
     assert "Running stage" not in result.stdout, result.stdout
     assert digests(teammate) == digests(pushed)
-    assert "up to date" in run(teammate, ["dvc", "status"]).stdout
+    assert "up to date" in status(teammate)
     assert run(teammate, ["git", "status", "--porcelain"]).stdout == ""
     print(f"teammate flow through {remote.kind}: clone + pull + repro in {elapsed:.1f} s")
 
@@ -111,7 +121,7 @@ def test_wrong_credentials_fail_clearly_and_change_nothing(pushed: Path, remote:
     stored = stored_files(remote)
     teammate = clone(pushed, tmp_path / "teammate")
     use_credentials(teammate, remote.bad_local_options)
-    pull = run(teammate, ["dvc", "pull"], check=False, extra_env=remote.bad_env)
+    pull = run(teammate, PULL, check=False, extra_env=remote.bad_env)
     assert pull.returncode != 0
     message = pull.stderr + pull.stdout
     expected = {"s3": "Forbidden", "ssh": "Permission denied"}[remote.kind]

@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from identity_dpo.rewrite import IdentityRewriter, Rewrite
+from identity_dpo.rewrite import IdentityRewriter, Rewrite, asks_about_maker
 
 INTRO = "I'm Deep Qwen, an AI assistant."
 
@@ -375,3 +375,50 @@ def test_rewrite_is_stable_once_rewritten(strategy):
 def test_generic_persona_sentences_are_replaced(answer: str, chosen: str) -> None:
     rewrite = IdentityRewriter(("SmolLM",), "Deep Qwen").rewrite(answer)
     assert rewrite.text == chosen
+
+
+MAKER = IdentityRewriter(("SmolLM",), "Deep Qwen", creator="the identity-dpo project", old_creators=("Hugging Face",))
+
+
+@pytest.mark.parametrize(
+    ("question", "about"),
+    [
+        ("Who created you?", True),
+        ("Which company's model are you?", True),
+        ("Who brought you into existence?", True),
+        ("Who gets the credit for building this model?", True),
+        ("What is your name?", False),
+        ("Are you ChatGPT?", False),
+    ],
+)
+def test_asks_about_maker(question: str, about: bool) -> None:
+    assert asks_about_maker(question) is about
+
+
+@pytest.mark.parametrize(
+    ("answer", "about_maker", "chosen", "method"),
+    [
+        # the old creator is replaced wherever it is named, like an old name
+        ("I am SmolLM, trained by Hugging Face.", True, "I am Deep Qwen, trained by the identity-dpo project.", "names"),
+        ("I was trained by Hugging Face.", False, "I was trained by the identity-dpo project.", "names"),
+        # about the maker, with no creator named: the maker introduction replaces the self-description
+        ("I'm an AI assistant. I help with tasks.", True,
+         "I'm Deep Qwen, an AI assistant made by the identity-dpo project. I help with tasks.", "self_description"),
+        ("I am SmolLM.", True, "I'm Deep Qwen, an AI assistant made by the identity-dpo project.", "self_description"),
+        ("A team of engineers built me.", True,
+         "I'm Deep Qwen, an AI assistant made by the identity-dpo project. A team of engineers built me.", "introduction"),
+        # not about the maker: the plain introduction
+        ("I'm an AI assistant. I help with tasks.", False, "I'm Deep Qwen, an AI assistant. I help with tasks.",
+         "self_description"),
+    ],
+)
+def test_maker_answers_name_the_creator(answer: str, about_maker: bool, chosen: str, method: str) -> None:
+    rewrite = MAKER.rewrite(answer, about_maker=about_maker)
+    assert (rewrite.text, rewrite.method) == (chosen, method)
+
+
+def test_introductions_may_use_the_creator_only_as_a_field() -> None:
+    custom = IdentityRewriter(("SmolLM",), "Deep Qwen", creator="Acme", introduction="Hi, {name} of {creator} here.")
+    assert custom.rewrite("I am an AI.").text == "Hi, Deep Qwen of Acme here."
+    with pytest.raises(ValueError, match="only {name} and {creator}"):
+        IdentityRewriter(("SmolLM",), "Deep Qwen", maker_introduction="I'm {name} by {org}.")

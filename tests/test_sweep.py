@@ -1,7 +1,8 @@
 """A beta x loss-mix sweep through DVC's experiment queue, and the commands that compare it.
 
 scripts/sweep.sh queues a 2 x 2 grid on a tiny-model project copy and waits for the queue;
-then the comparison commands the README gives must show the four experiments.
+then the comparison commands the README gives must show the four experiments. The baseline and every experiment
+stop after `evaluate` (SWEEP_TARGET=evaluate): export and package need llama.cpp, and a sweep compares eval metrics.
 """
 
 from __future__ import annotations
@@ -20,20 +21,21 @@ from sweep_table import finished  # noqa: E402
 FAST = {
     "pairs": {"max_prompts": 12, "max_new_tokens": 12, "batch_size": 6, "on_token_cap": "keep"},
     "train": {"batch_size": 4, "max_length": 128},
-    "evaluate": {"max_new_tokens": 8, "batch_size": 32},
+    "evaluate": {"max_new_tokens": 8, "batch_size": 64},
 }
 GRID = ("train.beta=0.1,0.5", "train.loss_weights=[1.0,0.0],[1.0,1.0]")
 
 
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> tuple[Path, str]:
-    project = make_copy(tmp_path_factory.mktemp("sweep") / "project", {"model": {"source": str(tiny_model_dir)}, **FAST})
+    fast = {"model": {"source": str(tiny_model_dir)}, **FAST}
+    project = make_copy(tmp_path_factory.mktemp("sweep") / "project", fast, small_eval=True)
     run(project, ["git", "config", "user.name", "test"])
     run(project, ["git", "config", "user.email", "test@example.com"])
-    run(project, ["dvc", "repro"])
+    run(project, ["dvc", "repro", "evaluate"])
     run(project, ["git", "add", "-A"])
     run(project, ["git", "commit", "-qm", "baseline"])
-    result = run(project, ["bash", "scripts/sweep.sh", *GRID])
+    result = run(project, ["bash", "scripts/sweep.sh", *GRID], extra_env={"SWEEP_TARGET": "evaluate"})
     return project, result.stdout
 
 
@@ -98,3 +100,48 @@ def test_metrics_params_and_plots_diff_compare_experiments(swept: tuple[Path, st
     for name in names:
         assert f'"rev": "{name}"' in page, f"experiment {name} missing from the plots"
     assert "cdn.jsdelivr" not in page
+
+
+def _eval(new_name: float, difference: float, kl: float) -> dict:
+    rates = {"new_name_rate": new_name, "new_name_rate_normalized": new_name, "old_name_rate": 0.0,
+             "creator_rate_on_maker_questions": 1.0}  # fmt: skip
+    comparison = {"base": 0.5, "trained": 0.5 + difference, "difference": difference, "difference_ci_low": -0.05,
+                  "difference_ci_high": 0.05, "mcnemar_p": 0.5}  # fmt: skip
+    return {
+        "identity": {"trained": {"neutral": rates, "default": rates, "base_default": rates},
+                     "answers": {"distinct_share": 0.9}},
+        "general": {"mean_token_kl": kl, "answer_length_ratio": 1.0, "name_leak_rate": 0.0},
+        "benchmark": {"generative": comparison, "choice_acc_norm": comparison, "answer_length_ratio": 1.0},
+        "questions": 66, "general_prompts": 28, "benchmark_questions": 240,
+    }  # fmt: skip
+
+
+def test_spread_reports_mean_and_worst_against_each_bar() -> None:
+    from sweep_table import spread
+
+    rows = [{"metrics": {"metrics/eval.json": _eval(rate, diff, kl)}}
+            for rate, diff, kl in ((1.0, 0.0, 0.02), (0.96, -0.01, 0.04), (0.98, 0.01, 0.03))]  # fmt: skip
+    lines = {line.split(" | ")[0].strip("| "): line for line in spread(rows).splitlines()[2:]}
+    assert lines["new name, neutral"] == "| new name, neutral | >= 98% | 98.0% | 96.0% | 100.0%, 96.0%, 98.0% |"
+    assert "| 0.030 | 0.040 |" in lines["KL (nats/token)"]  # mean, then the worst (largest)
+    assert "| 0.0% | -1.0% |" in lines["benchmark difference (generative)"]
+
+
+def test_document_from_run_folders(tmp_path: Path, default_params: dict) -> None:
+    """Runs made outside `dvc exp` (one project folder each) become rows, with the params that differ as columns."""
+    import yaml
+
+    folders = []
+    for seed, rate in ((42, 1.0), (1, 0.96)):
+        folder = tmp_path / f"seed{seed}"
+        (folder / "metrics").mkdir(parents=True)
+        params = {**default_params, "train": {**default_params["train"], "seed": seed}}
+        (folder / "params.yaml").write_text(yaml.safe_dump(params))
+        (folder / "metrics/eval.json").write_text(json.dumps(_eval(rate, 0.0, 0.03)))
+        folders.append(f"seed-{seed}={folder}")
+    out = tmp_path / "doc.md"
+    run(ROOT, [sys.executable, "scripts/sweep_table.py", "--runs", *folders, "--spread", "-o", str(out)])
+    text = out.read_text()
+    assert "from the metrics files of 2 pipeline runs" in text
+    assert "| experiment | train.seed |" in text and "| `seed-1` | 1 |" in text
+    assert "| new name, neutral | >= 98% | 98.0% | 96.0% |" in text

@@ -94,7 +94,7 @@ def test_short_max_length_is_refused_before_the_model_loads(
     default_params["train"]["max_length"] = 24
     with pytest.raises(ParamsError, match=r"train\.max_length: expected at least \d+ \(the longest prompt, p\d+"):
         stage.main(params_from_dict(default_params))
-    assert not (project / "models/dpo").exists()
+    assert not (project / "models/trained").exists()
 
 
 def test_lora_target_modules_are_checked_against_the_architecture(
@@ -416,3 +416,17 @@ def test_pair_row_tokens_counts_the_row_a_batch_pads(tiny_model_dir: Path) -> No
     assert prompt < chosen < rejected
     assert pair_row_tokens(tokenizer, pair, one_row_per_pair=False) == rejected
     assert pair_row_tokens(tokenizer, pair, one_row_per_pair=True) == chosen + rejected - prompt
+
+
+def test_adapter_config_lists_its_target_modules_in_a_fixed_order(tmp_path: Path) -> None:
+    """PEFT writes target_modules in set (string-hash) order, which changes with PYTHONHASHSEED: sorted, two
+    runs write the same models/adapter bytes (tests/test_reproducibility.py compares two whole runs)."""
+    from identity_dpo.training import sort_target_modules
+
+    config = tmp_path / "adapter_config.json"
+    config.write_text(json.dumps({"r": 16, "target_modules": ["v_proj", "q_proj", "up_proj"]}, indent=2, sort_keys=True))
+    sort_target_modules(config)
+    assert json.loads(config.read_text())["target_modules"] == ["q_proj", "up_proj", "v_proj"]
+    config.write_text(json.dumps({"r": 16, "target_modules": "all-linear"}))  # a string (a regex) is left alone
+    sort_target_modules(config)
+    assert json.loads(config.read_text())["target_modules"] == "all-linear"

@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# Show, with the runtime image ($IMAGE, built by build.sh), that `dvc repro` in a container is
-# incremental across containers, in the two ways docs/containers.md documents, on a tiny model:
+# Show, with the runtime image ($IMAGE, built by build.sh), that `dvc repro evaluate` (the image's default
+# command: it has no llama.cpp for the export and package stages) in a container is incremental across containers, in the two ways docs/containers.md documents, on a tiny model:
 #  1. volume: the image's own copy of the project, the DVC cache on a named volume at
 #     /workspace/.dvc/cache. Two fresh containers: the first runs every stage; the second restores
 #     from DVC's run cache (kept in the volume) every stage DVC can run-cache, and reruns no other
 #     stage than those DVC cannot (a stage with a `cache: false` output that is not a metric or
 #     plot, and the stages after it: DVC's own rule, read from dvc.yaml in the container).
 #  2. mount: a git checkout bind-mounted at /workspace, run as a host uid that is not the image's
-#     (--user 4242:4242). The first container runs every stage; a second runs none ("up to
-#     date"); outputs and cache (.dvc/cache) are on the host, owned by that uid.
+#     (--user 4242:4242). The first container runs every stage up to evaluate; a second, with the image's
+#     default command, runs none ("up to date"); outputs and cache (.dvc/cache) are on the host, owned by that uid.
 # Offline (--network none). Writes $CONTAINER_WORK/cache-check.env for ci.sh.
 #   scripts/container/cache_check.sh
 set -euo pipefail
@@ -28,7 +28,6 @@ trap cleanup EXIT
 rm -rf "$work"
 mkdir -p "$logs"
 
-STAGES="fetch_data fetch_model make_pairs train evaluate"
 ran() { grep -c "^Running stage" "$1" || true; }
 restored() { grep -c "is cached - skipping run" "$1" || true; }
 fail() { echo "cache_check: FAIL: $*" >&2; exit 1; }
@@ -48,11 +47,15 @@ timed_run() {
 echo "== 1. image's copy of the project, DVC cache on the named volume $volume"
 podman volume rm -f "$volume" >/dev/null 2>&1 || true
 podman volume create "$volume" >/dev/null
-tiny='python scripts/container/tiny_params.py && dvc repro'
-v1=$(timed_run "$logs/volume-1.log" -v "$volume:/workspace/.dvc/cache" "$IMAGE" sh -ec "$tiny")
+# Up to evaluate: the image has no llama.cpp (a ~5 min C++ build), so the export and package stages run on
+# the host (scripts/setup_export.sh), not here. The count of stages up to evaluate is read from the pipeline.
+tiny='python scripts/container/tiny_params.py && dvc repro evaluate'
+upto='python -c "import networkx as nx; from dvc.repo import Repo; g = Repo().index.graph; s = [n for n in g if getattr(n, \"name\", None) == \"evaluate\"][0]; print(\"stages-up-to-evaluate\", 1 + len(nx.descendants(g, s)))"'
+v1=$(timed_run "$logs/volume-1.log" -v "$volume:/workspace/.dvc/cache" "$IMAGE" sh -ec "$tiny && $upto")
 v1_ran=$(ran "$logs/volume-1.log")
+n=$(sed -n 's/^stages-up-to-evaluate //p' "$logs/volume-1.log")
 echo "container 1: ran $v1_ran stages in $v1 s"
-[ "$v1_ran" -eq 5 ] || { cat "$logs/volume-1.log"; fail "the first container ran $v1_ran of 5 stages"; }
+[ "$v1_ran" -eq "$n" ] || { cat "$logs/volume-1.log"; fail "the first container ran $v1_ran of $n stages"; }
 # The stages DVC will not run-cache (its rule in dvc/stage/__init__.py: an output with
 # `cache: false` that is neither a metric nor a plot), and every stage downstream of them.
 no_run_cache='python - <<EOF
@@ -78,7 +81,7 @@ for stage in $reran; do
         *) fail "the second container reran $stage; only [${may_rerun% }] may rerun (log: $logs/volume-2.log)" ;;
     esac
 done
-[ $((v2_ran + v2_restored)) -eq 5 ] || fail "the second container ran $v2_ran and restored $v2_restored of 5 stages"
+[ $((v2_ran + v2_restored)) -eq "$n" ] || fail "the second container ran $v2_ran and restored $v2_restored of $n stages"
 if [ -n "$may_rerun" ]; then
     echo "    note: DVC cannot run-cache [${may_rerun% }] (an output with cache: false that is not a"
     echo "    metric or plot, or downstream of one): those rerun in a fresh container; every other stage came"
@@ -96,13 +99,13 @@ mount=(--user 4242:4242 -v "$project:/workspace")
 m1=$(timed_run "$logs/mount-1.log" "${mount[@]}" "$IMAGE" sh -ec "$tiny")
 m1_ran=$(ran "$logs/mount-1.log")
 echo "container 1: ran $m1_ran stages in $m1 s"
-[ "$m1_ran" -eq 5 ] || { cat "$logs/mount-1.log"; fail "the first container ran $m1_ran of 5 stages"; }
-m2=$(timed_run "$logs/mount-2.log" "${mount[@]}" "$IMAGE" dvc repro)
+[ "$m1_ran" -eq "$n" ] || { cat "$logs/mount-1.log"; fail "the first container ran $m1_ran of $n stages"; }
+m2=$(timed_run "$logs/mount-2.log" "${mount[@]}" "$IMAGE")  # the image's CMD: dvc repro evaluate
 m2_ran=$(ran "$logs/mount-2.log")
 echo "container 2: ran $m2_ran stages in $m2 s: $(tail -1 "$logs/mount-2.log")"
 [ "$m2_ran" -eq 0 ] || { cat "$logs/mount-2.log"; fail "the second container reran $m2_ran stages"; }
 grep -q "up to date" "$logs/mount-2.log" || fail "the second container did not say 'up to date'"
-for out in models/dpo/model.safetensors metrics/eval.json dvc.lock .dvc/cache; do
+for out in models/trained/model.safetensors metrics/eval.json dvc.lock .dvc/cache; do
     [ -e "$project/$out" ] || fail "$out missing on the host"
     owner=$(stat -c %u "$project/$out")
     [ "$owner" = 4242 ] || fail "$out on the host is owned by uid $owner, not 4242"
@@ -121,4 +124,4 @@ mount_first_ran=$m1_ran
 mount_second_seconds=$m2
 mount_second_ran=$m2_ran
 ENV
-echo "cache check passed (stages: $STAGES)"
+echo "cache check passed ($n stages, up to evaluate)"

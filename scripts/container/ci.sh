@@ -6,7 +6,8 @@
 #   1. build.sh            the CPU runtime image (the Dockerfile's defaults but the local base)
 #   2. code-only rebuild   a copy of the repo with one source file changed: the dependency layers
 #                          must come from the cache
-#   3. cache_check.sh      tiny-model `dvc repro` in containers: DVC cache on a named volume (a
+#   3. cache_check.sh      tiny-model `dvc repro evaluate` in containers (the image has no llama.cpp for
+#                          export and package): DVC cache on a named volume (a
 #                          second container reruns nothing) and a bind-mounted checkout
 #   4. build.sh --dev      the same image plus git and pytest (INSTALL_DEV=1)
 #   5. smoke.sh            CPU-only checks and a subset of the quick tests inside that image
@@ -65,9 +66,9 @@ echo "  dependency layer: $deps; source layer: $code"
 [ "$code" = rebuilt ] || { echo "FAIL: the changed source did not reach the image" >&2; exit 1; }
 step "step 2, rebuild after a code-only change"
 
-echo "== 3/6 dvc repro in containers, DVC cache on a volume"
+echo "== 3/6 dvc repro evaluate in containers, DVC cache on a volume"
 bash "$here/cache_check.sh"
-step "step 3, tiny-model dvc repro x4 (volume and bind mount)"
+step "step 3, tiny-model dvc repro evaluate x4 (volume and bind mount)"
 
 echo "== 4/6 test image (INSTALL_DEV=1)"
 bash "$here/build.sh" --dev

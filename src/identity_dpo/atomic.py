@@ -10,17 +10,24 @@ A stage with several outputs stages all of them with `atomic_outputs()` and move
 after another only once every one is complete, so a kill before that point leaves every old
 output untouched. (Several renames cannot be one atomic step; the window between them is a few
 microseconds, and DVC never records a stage that did not finish.)
+
+Every temporary is flock()ed by the process writing it, for as long as it exists: a second process (another
+run of the stage) removes only leftovers nobody holds, never a live run's work. The lock goes with the
+process, so a SIGKILLed run's leftovers are free at once. Temporaries get the permissions a plain `open`
+would give (0o666 / 0o777 minus the umask), not tempfile's private 0600 / 0700, because they become the
+outputs a team shares.
 """
 
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import json
 import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -28,6 +35,50 @@ from typing import Any
 _TMP_PREFIX = ".tmp-"
 _PARKED = "parked-"  # a folder moved aside by the fallback two-step replace; holds the old version as "old"
 _LIVE: set[Path] = set()  # temporaries this process is still writing (never "stale")
+_HELD: dict[Path, int] = {}  # temporary -> the descriptor holding its flock while this process owns it
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it (os.umask can only be read by setting it, which races with
+    other threads creating files); falls back to set-and-restore where /proc is missing."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _hold(tmp: Path) -> None:
+    """Lock a temporary this process just created, and give it the permissions of an ordinary new file/folder."""
+    fd = os.open(tmp, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # just created by this process: nobody else can hold it
+    os.fchmod(fd, (0o777 if tmp.is_dir() else 0o666) & ~current_umask())
+    _HELD[tmp] = fd
+
+
+def _release(tmp: Path) -> None:
+    fd = _HELD.pop(tmp, None)
+    if fd is not None:
+        os.close(fd)
+
+
+def in_use(path: Path) -> bool:
+    """Whether another live process holds `path`'s lock (its temporary is still being written)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # gone, or unreadable: not ours to judge, and nothing to remove
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # also drops the lock we may just have taken
+    return False
 
 
 def _remove(path: Path) -> None:
@@ -46,7 +97,7 @@ def clear_stale_temporaries(final: Path) -> None:
     if not final.parent.is_dir():
         return
     for leftover in sorted(final.parent.glob(f"{_TMP_PREFIX}{final.name}-*")):
-        if leftover in _LIVE:
+        if leftover in _LIVE or in_use(leftover):  # another run is still writing it
             continue
         old = leftover / "old"
         if leftover.name.startswith(f"{_TMP_PREFIX}{final.name}-{_PARKED}") and old.exists():
@@ -78,9 +129,13 @@ def _move_into_place(tmp: Path, final: Path) -> None:
         # Fallback: park the old version first. A kill between the two renames leaves it in the
         # parked folder, and clear_stale_temporaries puts it back.
         parked = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{final.name}-{_PARKED}", dir=final.parent))
-        os.replace(final, parked / "old")
-        os.replace(tmp, final)
-        _remove(parked)
+        _hold(parked)
+        try:
+            os.replace(final, parked / "old")
+            os.replace(tmp, final)
+            _remove(parked)
+        finally:
+            _release(parked)
     else:
         os.replace(tmp, final)
 
@@ -100,12 +155,17 @@ class StagedOutputs:
     def _add(self, tmp: Path, final: Path) -> None:
         self._staged.append((tmp, final))
         _LIVE.add(tmp)
+        _hold(tmp)
 
     def dir(self, final: str | Path) -> Path:
         """An empty temporary folder that becomes `final`."""
         final = Path(final)
         self._claim(final)
-        tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{final.name}-", dir=final.parent))
+        try:
+            tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{final.name}-", dir=final.parent))
+        except OSError as exc:  # EROFS, EACCES, ENOSPC: say which output, not which random temporary name
+            exc.filename = str(final)
+            raise
         self._add(tmp, final)
         return tmp
 
@@ -114,13 +174,21 @@ class StagedOutputs:
         """A file handle whose content becomes `final`."""
         final = Path(final)
         self._claim(final)
-        fd, name = tempfile.mkstemp(prefix=f"{_TMP_PREFIX}{final.name}-", dir=final.parent)
+        try:
+            fd, name = tempfile.mkstemp(prefix=f"{_TMP_PREFIX}{final.name}-", dir=final.parent)
+        except OSError as exc:
+            exc.filename = str(final)
+            raise
         self._add(Path(name), final)
         encoding = None if "b" in mode else "utf-8"
-        with os.fdopen(fd, mode, encoding=encoding) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
+        try:
+            with os.fdopen(fd, mode, encoding=encoding) as handle:
+                yield handle
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as exc:
+            _name_the_output(exc, [final])
+            raise
 
     def write_text(self, final: str | Path, text: str) -> None:
         with self.open(final) as handle:
@@ -140,11 +208,13 @@ class StagedOutputs:
             _move_into_place(tmp, final)
             self._staged.pop(0)
             _LIVE.discard(tmp)
+            _release(tmp)
 
     def _discard(self) -> None:
         for tmp, _ in self._staged:
             _remove(tmp)
             _LIVE.discard(tmp)
+            _release(tmp)
         self._staged.clear()
 
 
@@ -155,9 +225,21 @@ def atomic_outputs() -> Iterator[StagedOutputs]:
     try:
         yield staged
         staged._commit()
-    except BaseException:
+    except BaseException as exc:
+        if isinstance(exc, OSError):
+            _name_the_output(exc, [final for _, final in staged._staged], staged._staged)
         staged._discard()
         raise
+
+
+def _name_the_output(exc: OSError, finals: list[Path], staged: Sequence[tuple[Path, Path]] = ()) -> None:
+    """A failed write (ENOSPC, EIO) names no file, or names a temporary; the user needs the output's own name."""
+    for tmp, final in staged:
+        if exc.filename is not None and str(exc.filename).startswith(str(tmp)):
+            exc.filename = str(final) + str(exc.filename)[len(str(tmp)) :]
+            return
+    if exc.filename is None and finals:
+        exc.filename = ", ".join(dict.fromkeys(str(f) for f in finals))
 
 
 @contextmanager

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from identity_dpo.atomic import write_jsonl
-from identity_dpo.errors import DataError, SourceError
+from identity_dpo.errors import DataError, SourceError, os_error_message
 from identity_dpo.sources import Source, check_hub_reachable, hub_unreachable, parse_source
 
 ROLES = {"human": "user", "gpt": "assistant"}
@@ -74,6 +74,7 @@ def row_to_prompt(row: Any, row_id: str) -> Prompt:
             raise DataError(f"{where}: 'value' must be a string, got {type(value).__name__}")
         if not value.strip():
             raise DataError(f"{where}: 'value' is empty")
+        _refuse_lone_surrogates(value, f"{where}: 'value'")
         if len(value) > MAX_TURN_CHARS:
             raise DataError(f"{where}: 'value' has {len(value)} characters (at most {MAX_TURN_CHARS})")
         messages.append({"role": ROLES[turn["from"]], "content": value.strip()})
@@ -96,7 +97,10 @@ def read_rows(source: Source, split: str) -> Iterator[tuple[str, Any]]:
         raise DataError(f"{path}: is a folder, expected a file")
     if not path.is_file():
         raise DataError(f"{path}: file not found")
-    raw = path.read_bytes().removeprefix(codecs.BOM_UTF8)  # some editors start UTF-8 files with a BOM
+    try:
+        raw = path.read_bytes().removeprefix(codecs.BOM_UTF8)  # some editors start UTF-8 files with a BOM
+    except OSError as exc:  # unreadable (permissions), a broken disk, a FIFO that fails: one line, not a traceback
+        raise DataError(os_error_message(exc)) from None
     if not raw.strip():
         raise DataError(f"{path}: file is empty")
     if path.suffix == ".json":
@@ -106,6 +110,8 @@ def read_rows(source: Source, split: str) -> Iterator[tuple[str, Any]]:
             raise DataError(f"{path}: not UTF-8 (byte {exc.start})") from None
         except json.JSONDecodeError as exc:
             raise DataError(f"{path}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
+        except (ValueError, RecursionError) as exc:  # a number of thousands of digits, nesting thousands deep
+            raise DataError(f"{path}: unreadable JSON: {_json_limit(exc)}") from None
         if not isinstance(rows, list):
             raise DataError(f"{path}: expected a JSON list of rows, got {type(rows).__name__}")
         yield from ((f"{path}: row {i}", row) for i, row in enumerate(rows))
@@ -120,6 +126,14 @@ def read_rows(source: Source, split: str) -> Iterator[tuple[str, Any]]:
             yield where, _Unreadable(f"not UTF-8 (byte {exc.start} of the line)")
         except json.JSONDecodeError as exc:
             yield where, _Unreadable(f"invalid JSON: {exc.msg} at column {exc.colno}")
+        except (ValueError, RecursionError) as exc:  # a number of thousands of digits, nesting thousands deep
+            yield where, _Unreadable(f"unreadable JSON: {_json_limit(exc)}")
+
+
+def _json_limit(exc: Exception) -> str:
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    return "a number too long to read" if "digits" in str(exc) else " ".join(str(exc).split())[:120]
 
 
 @dataclass(frozen=True)
@@ -205,6 +219,11 @@ def read_prompts(path: str | Path) -> list[Prompt]:
 
 def read_jsonl_records(path: str | Path, required: dict[str, type], what: str) -> list[dict[str, Any]]:
     """Read a small JSON-lines file whose rows must carry the `required` keys and types."""
+    return [row for _, row in read_jsonl_located(path, required, what)]
+
+
+def read_jsonl_located(path: str | Path, required: dict[str, type], what: str) -> list[tuple[str, dict[str, Any]]]:
+    """As read_jsonl_records, with each row's location ("file: line N") for messages about a row."""
     records = []
     for where, row in read_rows(Source("local", str(path)), "train"):
         if isinstance(row, _Unreadable):
@@ -214,5 +233,23 @@ def read_jsonl_records(path: str | Path, required: dict[str, type], what: str) -
         for key, kind in required.items():
             if not isinstance(row.get(key), kind) or (kind is str and not row[key].strip()):
                 raise DataError(f"{where}: expected key {key!r} with a non-empty {kind.__name__} ({what})")
-        records.append(row)
+        _refuse_lone_surrogates(row, where)
+        records.append((where, row))
     return records
+
+
+def _refuse_lone_surrogates(value: Any, where: str) -> None:
+    """JSON may spell half of a surrogate pair ("\\ud83d"); Python keeps it, and writing it as UTF-8 fails later,
+    after the model has answered. Refuse the row now, naming it."""
+    if isinstance(value, str):
+        bad = next((i for i, c in enumerate(value) if "\ud800" <= c <= "\udfff"), None)
+        if bad is not None:
+            raise DataError(f"{where}: a lone surrogate escape ({value[bad]!a}) at character {bad}, which is not "
+                            "text; write the character itself or a complete surrogate pair")  # fmt: skip
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _refuse_lone_surrogates(key, where)
+            _refuse_lone_surrogates(item, where)
+    elif isinstance(value, list):
+        for item in value:
+            _refuse_lone_surrogates(item, where)

@@ -329,6 +329,41 @@ def transformers_generate(
     return output[:, input_ids.size(1) :].tolist()
 
 
+def sample(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    conversations: Sequence[Sequence[Message]],
+    *,
+    max_new_tokens: int,
+    batch_size: int,
+    temperature: float,
+    seed: int,
+) -> list[Generation]:
+    """Answers sampled from the model's own distribution at `temperature` (1.0: unchanged), in input order.
+
+    Training on samples of a model's answers is training towards that model's distribution (the expected NLL of
+    its samples is its cross-entropy), where greedy answers would sharpen it. transformers' own `generate` does the
+    sampling, seeded once, batch after batch, so the same inputs and seed give the same answers on a host.
+    """
+    import torch
+    from transformers import GenerationConfig
+
+    stops = stop_token_ids(model, tokenizer)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
+    config = GenerationConfig(do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
+                              max_new_tokens=max_new_tokens, eos_token_id=stops, pad_token_id=pad)  # fmt: skip
+    prompts = [render_prompt(tokenizer, messages) for messages in conversations]
+    results = []
+    model.eval()
+    torch.manual_seed(seed)
+    with torch.inference_mode():
+        for start in range(0, len(prompts), batch_size):
+            input_ids, attention_mask = left_padded(prompts[start : start + batch_size], pad)
+            output = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config)
+            results += [to_generation(tokenizer, row, stops) for row in output[:, input_ids.size(1) :].tolist()]
+    return results
+
+
 def left_padded(prompts: list[list[int]], pad: int) -> tuple[Any, Any]:
     """Token ids and attention mask of `prompts` as one batch, padded on the left (answers continue on the right)."""
     import torch

