@@ -16,6 +16,7 @@ import datetime
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -220,8 +221,8 @@ def document(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
     options = "".join(f" --{name} {value}" for name, value in (("rev", args.rev),) if value)
     options += " --spread" if args.spread else ""
-    options += (" --runs " + " ".join(args.runs)) if args.runs else ""
-    origin = (f"the metrics files of {len(rows)} pipeline runs (one folder each)" if args.runs
+    options += (" --runs " + " ".join(shlex.quote(spec) for spec in args.runs)) if args.runs else ""
+    origin = (f"the metrics files of {len(rows)} pipeline run{'s' if len(rows) > 1 else ''} (one folder each)" if args.runs
               else "`dvc exp show --json`")
     spread_section = f"""
 ## Spread over these runs
