@@ -288,6 +288,7 @@ def test_token_caps_are_checked_against_the_context_length(tmp_path: Path, defau
     assert context_length(tmp_path) == 512
     assert context_length(tmp_path / "missing") is None
     check_token_caps(params_from_dict(default_params), tmp_path)  # 48 / 48 / 128: fine
+    default_params["pairs"]["rehearsal"] = 0  # (rehearsal asks for a cap of at least train.max_length)
     for key, value, message in [
         ("pairs.max_new_tokens", 600, "pairs.max_new_tokens: expected at most 511"),
         ("evaluate.max_new_tokens", 512, "evaluate.max_new_tokens: expected at most 511"),
@@ -298,17 +299,13 @@ def test_token_caps_are_checked_against_the_context_length(tmp_path: Path, defau
             check_token_caps(params, tmp_path)
 
 
-def test_rehearsal_needs_a_cap_past_max_length_and_an_nll_term(default_params: dict) -> None:
+def test_rehearsal_needs_a_cap_past_max_length(default_params: dict) -> None:
     default_params["pairs"]["rehearsal"] = 8
     default_params["pairs"]["rehearsal_max_new_tokens"] = default_params["train"]["max_length"] - 1
     with pytest.raises(ParamsError, match=r"pairs.rehearsal_max_new_tokens: expected at least train.max_length"):
         params_from_dict(default_params)
     default_params["pairs"]["rehearsal_max_new_tokens"] = default_params["train"]["max_length"]
-    default_params["train"]["loss_type"], default_params["train"]["loss_weights"] = ["sigmoid", "sft"], [1.0, 0.0]
-    with pytest.raises(ParamsError, match=r"pairs.rehearsal: expected 0 unless train.loss_type has an sft term"):
-        params_from_dict(default_params)
-    default_params["train"]["loss_weights"] = [1.0, 1.0]
     assert params_from_dict(default_params).pairs.rehearsal == 8
-    default_params["pairs"]["rehearsal"] = 0  # without rehearsal neither rule applies
-    default_params["train"]["loss_type"], default_params["train"]["loss_weights"] = ["sigmoid"], [1.0]
+    default_params["pairs"]["rehearsal"] = 0  # without rehearsal the rule does not apply
+    default_params["pairs"]["rehearsal_max_new_tokens"] = 1
     assert params_from_dict(default_params).pairs.rehearsal == 0
