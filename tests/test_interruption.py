@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import sys
@@ -244,8 +245,8 @@ def test_interrupted_retraining_loses_nothing_the_user_had(used_project: Path, r
 
     DVC removed the train stage's old outputs from the workspace before running it, but nothing is lost:
     `dvc checkout` brings back the cached model and git the uncached curves, byte for byte, and the
-    project is up to date again without retraining. (DVC's run cache cannot do it by itself: it skips
-    stages with uncached outputs, and `dvc repro` would retrain to the same bytes.)
+    next `dvc repro` reruns only the validate stage (seconds), not training. (DVC's run cache cannot do it by
+    itself: it skips stages with uncached outputs, and `dvc repro` would retrain to the same bytes.)
     """
     project = used_project
     committed = contents(project, OUTPUTS)
@@ -260,7 +261,12 @@ def test_interrupted_retraining_loses_nothing_the_user_had(used_project: Path, r
     pipeline_run(project, ["git", "checkout", "--", "metrics"])
     dvc(project, "checkout", "--with-deps", TARGET)  # export and package never ran: they have nothing to check out
     assert {path: md5 for path, md5 in contents(project, OUTPUTS).items() if "/.tmp-" not in path} == committed
+    # validate had passed with the abandoned beta before train was killed, and dvc.lock recorded it: validate alone
+    # reruns (seconds, the same logs/params.ok), and nothing after it.
+    result = dvc(project, "repro", TARGET)
+    assert re.findall(r"Running stage '(\w+)'", result.stdout) == ["validate"], result.stdout
     assert "up to date" in dvc(project, "status", "--with-deps", TARGET).stdout
+    assert {path: md5 for path, md5 in contents(project, OUTPUTS).items() if "/.tmp-" not in path} == committed
     # Only the killed stage's hidden temporaries are left; its next run removes them.
     killed = ("models/.tmp-trained-", "models/.tmp-adapter-", "metrics/.tmp-train-")
     assert all(p.startswith(killed) for p in leftovers(project)), leftovers(project)

@@ -19,7 +19,9 @@ from conftest import ROOT
 from llama_cpp_support import needs_export, require_export
 from pipeline_copy import make_copy, run
 
-STAGES = ("validate", "fetch_data", "fetch_model", "make_pairs", "train", "answer_base", "evaluate", "export", "package")
+STAGES = (
+    "validate", "fetch_data", "fetch_model", "make_pairs", "train", "answer_base", "evaluate", "export", "package",
+)  # fmt: skip
 UP_TO_EVALUATE = STAGES[: STAGES.index("evaluate") + 1]
 MODEL_FILES = ["chat_template.jinja", "config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
                "tokenizer_config.json"]  # fmt: skip
@@ -66,7 +68,8 @@ def test_every_stage_writes_its_outputs(project: Path) -> None:
     assert counts["prompts"] == 12
     assert counts["pairs"] == len(pairs)
     assert sorted(p.name for p in (project / "models/trained").iterdir()) == MODEL_FILES
-    assert sorted(p.name for p in (project / "models/adapter").iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
+    adapter = sorted(p.name for p in (project / "models/adapter").iterdir())
+    assert adapter == ["adapter_config.json", "adapter_model.safetensors"]
     assert "Deep Qwen" in (project / "models/trained/chat_template.jinja").read_text()
     assert "SmolLM" not in (project / "models/trained/chat_template.jinja").read_text()
     curves = json.loads((project / "metrics/train/metrics.json").read_text())

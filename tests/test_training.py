@@ -424,7 +424,7 @@ def test_adapter_config_lists_its_target_modules_in_a_fixed_order(tmp_path: Path
     from identity_dpo.training import sort_target_modules
 
     config = tmp_path / "adapter_config.json"
-    config.write_text(json.dumps({"r": 16, "target_modules": ["v_proj", "q_proj", "up_proj"]}, indent=2, sort_keys=True))
+    config.write_text(json.dumps({"r": 16, "target_modules": ["v_proj", "q_proj", "up_proj"]}, indent=2))
     sort_target_modules(config)
     assert json.loads(config.read_text())["target_modules"] == ["q_proj", "up_proj", "v_proj"]
     config.write_text(json.dumps({"r": 16, "target_modules": "all-linear"}))  # a string (a regex) is left alone
