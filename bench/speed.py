@@ -8,7 +8,8 @@
    Then `dvc repro` again in the same clone: the no-op time. The clone's outputs feed 2 and 3.
 2. Pair generation: the lesson's way (one prompt at a time, `model.generate`) vs transformers'
    `generate` on our sorted batches vs our decoding loop, on the same prompts: new tokens/s and
-   whether the greedy answers are identical.
+   whether the greedy answers are identical. Then llama.cpp as a peer: the same prompts through its
+   batched API on the same model exported to GGUF (f16 and the export's quantized type), ratios beside ours.
 3. DPO training on the same pairs, each configuration in a fresh process (so its peak memory is its
    own): the lesson's config (TRL directly: batch 1 x accumulation 8, reference model run every step)
    vs ours with full fine-tuning (the default before LoRA) vs our default (LoRA adapters) vs our
@@ -95,8 +96,16 @@ def cold_start(clone: Path, quick: bool) -> dict[str, Any]:
     noop = [run(clone, "dvc", "repro") for _ in range(5)]
     params = yaml.safe_load((clone / "params.yaml").read_text())
     pairs = json.loads((clone / "metrics" / "pairs.json").read_text())["pairs"]
-    return {"wall": wall, "stages": stages, "eval": evaluation, "noop": noop, "prompts": params["pairs"]["max_prompts"],
-            "pairs": pairs, "batch_size": params["train"]["batch_size"], "method": _method(params["train"]["lora"])}
+    return {
+        "wall": wall,
+        "stages": stages,
+        "eval": evaluation,
+        "noop": noop,
+        "prompts": params["pairs"]["max_prompts"],
+        "pairs": pairs,
+        "batch_size": params["train"]["batch_size"],
+        "method": _method(params["train"]["lora"]),
+    }
 
 
 def _method(lora: dict[str, Any]) -> str:
@@ -127,7 +136,8 @@ def lesson_generate(model: Any, tokenizer: Any, conversations: list, max_new_tok
 
 def transformers_batches(model: Any, tokenizer: Any, conversations: list, max_new_tokens: int, batch_size: int) -> list:
     """transformers' `generate` on the same sorted, left-padded batches our loop gets (every row runs to the end)."""
-    from identity_dpo.generation import longest_first, render_prompt, stop_token_ids, transformers_generate
+    from identity_dpo.chat_format import render_prompt
+    from identity_dpo.generation import longest_first, stop_token_ids, transformers_generate
 
     prompts = [render_prompt(tokenizer, m) for m in conversations]
     stops = stop_token_ids(model, tokenizer)
@@ -150,8 +160,9 @@ def timed(produce: Any) -> tuple[Any, float]:
 def generation(clone: Path, prompts: int, max_new_tokens: int, batch_size: int) -> dict[str, Any]:
     import torch
 
+    from identity_dpo.chat_format import with_system
     from identity_dpo.data import read_prompts
-    from identity_dpo.generation import generate, stop_token_ids, to_generation, with_system
+    from identity_dpo.generation import generate, stop_token_ids, to_generation
     from identity_dpo.models import load_model
     from identity_dpo.pairs import select_prompts
 
@@ -177,11 +188,51 @@ def generation(clone: Path, prompts: int, max_new_tokens: int, batch_size: int) 
             (produced, seconds), ceiling = ceiling_around(lambda produce=produce: timed(produce))
             runs[name] = {"seconds": seconds, "tokens": sum(g.new_tokens for g in produced),
                           "texts": [g.text for g in produced], "ceiling": ceiling}  # fmt: skip
-    lesson = runs["lesson"]["texts"]
-    for result in runs.values():
-        result["identical"] = sum(a == b for a, b in zip(result.pop("texts"), lesson, strict=True))
+    texts = {name: result.pop("texts") for name, result in runs.items()}
+    for name, result in runs.items():
+        result["identical"] = sum(a == b for a, b in zip(texts[name], texts["lesson"], strict=True))
     return {"prompts": len(conversations), "max_new_tokens": max_new_tokens, "batch_size": batch_size, "runs": runs,
-            "flops_per_token": per_token}  # fmt: skip
+            "flops_per_token": per_token, "texts": texts, "conversations": conversations}  # fmt: skip
+
+
+def llama_cpp_generation(clone: Path, gen: dict[str, Any], work: Path) -> dict[str, Any]:
+    """llama.cpp as a peer: the same conversations as `generation` answered greedily by the same model exported
+    the way the export stage exports (llama.cpp's converter, then its quantizer), batched through llama.cpp's
+    low-level API (identity_dpo.llama_batched: `batch_size` sequences side by side, as llama.cpp's `batched`
+    example decodes), in f16 and the export's first quantized type. The clone's base model, because pair
+    generation answers with it. {"missing": reason} where llama.cpp is not built here."""
+    from identity_dpo.errors import PipelineError
+    from identity_dpo.export import QUANTS, THREADS, check_bindings, convert, find_converter, load_gguf, quantize
+    from identity_dpo.llama_batched import batched_chat_answers
+
+    try:
+        check_bindings()
+        converter = find_converter()
+    except PipelineError as exc:
+        return {"missing": str(exc)}
+    paths = {"f16": work / "base-f16.gguf", QUANTS[0]: work / f"base-{QUANTS[0]}.gguf"}
+    convert(clone / "models" / "base", paths["f16"], converter)
+    quantize(paths["f16"], paths[QUANTS[0]], QUANTS[0])
+    runs: dict[str, Any] = {}
+    for kind, path in paths.items():
+        llm = load_gguf(path)
+
+        def produce(llm: Any = llm) -> Any:
+            return batched_chat_answers(llm, gen["conversations"], gen["max_new_tokens"], parallel=gen["batch_size"])
+
+        try:
+            (run, seconds), ceiling = ceiling_around(lambda: timed(produce))
+        finally:
+            llm.close()
+        texts = [a.text for a in run.answers]
+        runs[kind] = {"seconds": seconds, "tokens": run.new_tokens, "ceiling": ceiling,
+                      "identical": _same(texts, gen["texts"]["lesson"]),
+                      "same_as_ours": _same(texts, gen["texts"]["ours"])}  # fmt: skip
+    return {"runs": runs, "threads": THREADS}
+
+
+def _same(texts: list[str], reference: list[str]) -> int:
+    return sum(a == b for a, b in zip(texts, reference, strict=True))
 
 
 # --- 3. DPO training, one configuration per process ------------------------------------------------------
@@ -191,8 +242,9 @@ def training(clone: Path, pairs: int) -> dict[str, Any]:
     results = {}
     for config in ("lesson", "ours, full fine-tuning", "ours", "ours+checkpointing"):
         command = [sys.executable, __file__, "--train-worker", config, "--clone", str(clone), "--pairs", str(pairs)]
-        output, ceiling = ceiling_around(lambda command=command: subprocess.run(command, capture_output=True,
-                                                                               text=True, check=False))
+        output, ceiling = ceiling_around(
+            lambda command=command: subprocess.run(command, capture_output=True, text=True, check=False)
+        )
         if output.returncode != 0:
             raise SystemExit(f"training worker {config} failed:\n{output.stderr[-4000:]}")
         results[config] = {**json.loads(output.stdout.strip().splitlines()[-1]), "ceiling": ceiling}
@@ -288,7 +340,7 @@ def training_flops(
     """
     from transformers import AutoConfig, AutoTokenizer
 
-    from identity_dpo.generation import render_prompt, render_tokens
+    from identity_dpo.chat_format import render_prompt, render_tokens
 
     config = AutoConfig.from_pretrained(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -364,7 +416,8 @@ def report(machine: dict[str, Any], cold: dict[str, Any], gen: dict[str, Any], t
         f"| **`dvc repro` wall time, cold** | **{cold['wall']:.1f}** ({cold['wall'] / 60:.1f} min) |",
         "",
         f"The targets were set on a machine whose matrix product ran at {TARGET_MACHINE_GFLOPS} GFLOP/s; this one "
-        f"ran at {cold['ceiling'] / 1e9:.0f} around the cold run. Scaled by that ratio (an estimate, assuming every second scales with it, which "
+        f"ran at {cold['ceiling'] / 1e9:.0f} around the cold run. Scaled by that ratio (an estimate, assuming every "
+        "second scales with it, which "
         "overstates it for the parts that do not compute): "
         f"{cold['wall'] * cold['ceiling'] / 1e9 / TARGET_MACHINE_GFLOPS / 60:.1f} min.",
         "",
@@ -409,6 +462,7 @@ def report(machine: dict[str, Any], cold: dict[str, Any], gen: dict[str, Any], t
             f"({result['ceiling'] / 1e9:.0f}) | "
             f"{result['identical']}/{gen['prompts']} |"
         )
+    lines += llama_cpp_lines(gen)
     lines += [
         "",
         "## 3. DPO training (targets: >= 50% of the matrix product's FLOP/s, <= 4 GB peak)",
@@ -423,7 +477,8 @@ def report(machine: dict[str, Any], cold: dict[str, Any], gen: dict[str, Any], t
         "alone leaves out what every run pays once (imports, loading, tokenizing, saving) and, for ours, the "
         "reference precompute (one forward, run before the loop).",
         "",
-        "| configuration | seconds | pairs/s | vs lesson | model TFLOP | achieved GFLOP/s | share of matmul (its GFLOP/s) "
+        "| configuration | seconds | pairs/s | vs lesson | model TFLOP | achieved GFLOP/s "
+        "| share of matmul (its GFLOP/s) "
         "| training loop only: seconds, share | peak RSS |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -440,11 +495,60 @@ def report(machine: dict[str, Any], cold: dict[str, Any], gen: dict[str, Any], t
             f"| {labels[key]} | {result['seconds']:.1f} | {pps:.2f} | {pps / lesson_pps:.1f}x | "
             f"{result['flops'] / 1e12:.2f} | {result['flops'] / result['seconds'] / 1e9:.1f} | "
             f"{result['flops'] / result['seconds'] / result['ceiling']:.0%} ({result['ceiling'] / 1e9:.0f}) | "
-            f"{result['loop_seconds']:.1f} s, {result['loop_flops'] / result['loop_seconds'] / result['ceiling']:.0%} | "
+            f"{result['loop_seconds']:.1f} s, "
+            f"{result['loop_flops'] / result['loop_seconds'] / result['ceiling']:.0%} | "
             f"{result['peak_bytes'] / 2**30:.2f} GiB |"
         )
     lines.append("")
     return "\n".join(lines)
+
+
+def llama_cpp_lines(gen: dict[str, Any]) -> list[str]:
+    """Section 2's llama.cpp rows: its batched throughput on the same prompts, ours / its, and the answers compared."""
+    peer = gen.get("llama_cpp")
+    if peer is None:
+        return []
+    lines = ["", "### llama.cpp as a peer, on the same prompts", ""]
+    if "missing" in peer:
+        return [*lines, f"Not measured: {peer['missing']}."]
+    ours = gen["runs"]["ours"]["tokens"] / gen["runs"]["ours"]["seconds"]
+    lines += [
+        f"The same {gen['prompts']} conversations and model, exported as the export stage exports it (llama.cpp's "
+        "`convert_hf_to_gguf.py`, then `llama_model_quantize`), answered greedily by llama.cpp (llama-cpp-python "
+        f"{_version('llama-cpp-python')}, {peer['threads']} threads) through its batched API: up to "
+        f"{gen['batch_size']} sequences per `llama_decode`, one KV stream each, argmax of each sequence's logits, "
+        "finished sequences leave the batch (`identity_dpo.llama_batched`, as llama.cpp's own `batched` example "
+        "decodes). Prompts rendered with the chat template stored in the GGUF. Ours / llama.cpp: the new tokens/s of "
+        "the `ours` row above divided by llama.cpp's.",
+        "",
+        "| llama.cpp batched | seconds | new tokens | new tokens/s | ours / llama.cpp | share of matmul (its GFLOP/s) "
+        "| identical to lesson | same as ours |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for kind, result in peer["runs"].items():
+        rate = result["tokens"] / result["seconds"]
+        lines.append(
+            f"| {kind} GGUF | {result['seconds']:.2f} | {result['tokens']} | {rate:.1f} | {ours / rate:.2f}x | "
+            f"{rate * gen['flops_per_token'] / result['ceiling']:.0%} ({result['ceiling'] / 1e9:.0f}) | "
+            f"{result['identical']}/{gen['prompts']} | {result['same_as_ours']}/{gen['prompts']} |"
+        )
+    lines += [
+        "",
+        "Answers differ where the two best next tokens are within rounding of each other: llama.cpp's weights are "
+        "f16 (8-bit blocks in q8_0, activations quantized to 8 bits too) where ours are fp32, and its kernels sum in "
+        "another order. Within llama.cpp itself the logits of a token also depend on how many tokens share its "
+        "`llama_decode` call (the kernel chosen by the batch shape), so a near tie can go either way there too.",
+    ]
+    return lines
+
+
+def _version(package: str) -> str:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
 
 
 def machine_facts() -> dict[str, Any]:
@@ -478,6 +582,8 @@ def main() -> None:
         cold["ceiling"] = ceiling
         print("2/3 pair generation ...", file=sys.stderr, flush=True)
         gen = generation(clone, 16 if args.quick else 64, 48, 64)
+        print("2/3 pair generation in llama.cpp (exported GGUF, batched) ...", file=sys.stderr, flush=True)
+        gen["llama_cpp"] = llama_cpp_generation(clone, gen, Path(work))
         print("3/3 DPO training ...", file=sys.stderr, flush=True)
         train = training(clone, 8 if args.quick else 64)
     machine["matmul_end"] = matmul_flops()

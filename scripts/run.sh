@@ -6,4 +6,6 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export PATH="$PWD/.venv/bin:$PATH" DVC_NO_ANALYTICS=1
 dvc repro "$@"
+# docs/results.md and the README's results table follow the metrics just written (or left up to date)
+[ ! -f metrics/eval.json ] || python scripts/results_doc.py
 python scripts/summary.py

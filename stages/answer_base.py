@@ -7,9 +7,9 @@ train.* reuses them and `evaluate` answers only with the trained model.
 import json
 from pathlib import Path
 
+from identity_dpo.answers import answer_all, read_evalset
 from identity_dpo.atomic import atomic_outputs
 from identity_dpo.chat_template import default_system_message
-from identity_dpo.answers import answer_all, read_evalset
 from identity_dpo.generation import check_backend
 from identity_dpo.models import check_token_caps, load_model
 from identity_dpo.params import Params
@@ -27,11 +27,13 @@ def main(params: Params) -> None:
     # The base model's own default system message, kept as an explicit setting: the trained model's template
     # no longer carries it, but a user may still run it under the old one.
     base_default = default_system_message(tokenizer)
-    answers = answer_all(model, tokenizer, evalset, params.identity, params.evaluate, base_default)
+    answers = answer_all(model, tokenizer, evalset, params.identity, params.evaluate, base_default, who="Base model")
     with atomic_outputs() as outputs:
         outputs.write_text(OUT, json.dumps({"base_default_system": base_default, **answers.to_json()}, indent=1) + "\n")
-    print(f"answer_base: {sum(map(len, answers.identity.values())) + len(answers.general) + len(answers.benchmark)} "
-          "answers of the base model")
+    print(
+        f"answer_base: {sum(map(len, answers.identity.values())) + len(answers.general) + len(answers.benchmark)} "
+        "answers of the base model"
+    )
 
 
 if __name__ == "__main__":

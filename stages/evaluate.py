@@ -7,9 +7,9 @@ is loaded for the drift, which reads the base's answers with both models (a forw
 import json
 from pathlib import Path
 
+from identity_dpo.answers import ModelAnswers, answer_all, read_evalset
 from identity_dpo.atomic import atomic_outputs
 from identity_dpo.errors import DataError
-from identity_dpo.answers import ModelAnswers, answer_all, read_evalset
 from identity_dpo.evaluation import (
     answer_records,
     answer_variety,
@@ -47,7 +47,7 @@ def main(params: Params) -> None:
     check_token_caps(params, BASE_MODEL)  # config.json only: before minutes of generating
     base, tokenizer = load_model(BASE_MODEL)
     trained, _ = load_model(TRAINED_MODEL)
-    after = answer_all(trained, tokenizer, evalset, params.identity, cfg, base_default)
+    after = answer_all(trained, tokenizer, evalset, params.identity, cfg, base_default, who="Trained model")
     chosen_tokens = [
         len(tokenizer(pair["chosen"][-1]["content"], add_special_tokens=False)["input_ids"])
         for pair in map(json.loads, PAIRS.read_text(encoding="utf-8").splitlines())
@@ -67,15 +67,20 @@ def main(params: Params) -> None:
     }
     rates, general = plot_rows(metrics)
     with atomic_outputs() as outputs:  # all appear together, only once all are complete
-        outputs.write_jsonl(ANSWERS, answer_records(evalset.questions, evalset.general, evalset.benchmark, before, after))
+        outputs.write_jsonl(
+            ANSWERS, answer_records(evalset.questions, evalset.general, evalset.benchmark, before, after)
+        )
         outputs.write_text(REPORT, report_markdown(metrics, evalset, before, after, params.identity, base_default))
         outputs.write_json(RATES_PLOT, rates)
         outputs.write_json(GENERAL_PLOT, general)
         outputs.write_json(METRICS, metrics)
     neutral = metrics["identity"]["trained"]["neutral"]
     bench = metrics["benchmark"]["generative"]
-    print(f"evaluate: trained new-name rate {neutral['new_name_rate']:.0%}, old-name rate {neutral['old_name_rate']:.0%}; "
-          f"benchmark {bench['base']:.1%} -> {bench['trained']:.1%}")
+    print(
+        f"evaluate: trained new-name rate {neutral['new_name_rate']:.0%}, "
+        f"old-name rate {neutral['old_name_rate']:.0%}; "
+        f"benchmark {bench['base']:.1%} -> {bench['trained']:.1%}"
+    )
 
 
 if __name__ == "__main__":

@@ -6,18 +6,25 @@ the maker); both under identity.system_prompt. With pairs.rehearsal > 0, general
 model itself are added as pairs that keep those answers (pairs.PairBuilder.rehearsal).
 """
 
+from __future__ import annotations
+
 import random
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from identity_dpo.atomic import atomic_outputs, write_jsonl
+from identity_dpo.chat_format import with_system
 from identity_dpo.data import read_jsonl_records, read_prompts
 from identity_dpo.errors import DataError
-from identity_dpo.generation import Generation, check_backend, generate, sample, with_system
+from identity_dpo.generation import Generation, check_backend, generate, sample
 from identity_dpo.models import check_token_caps, load_model
 from identity_dpo.pairs import PairBuilder, select_prompts
 from identity_dpo.params import Params
 from identity_dpo.rewrite import IdentityRewriter
 from identity_dpo.stage import run_stage
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 PROMPTS = Path("data/identity/prompts.jsonl")
 BASE_MODEL = Path("models/base")
@@ -35,6 +42,7 @@ def main(params: Params) -> None:
     answers = generate(
         model, tokenizer, [with_system(p.messages, None) for p in prompts],
         max_new_tokens=params.pairs.max_new_tokens, batch_size=params.pairs.batch_size, backend=params.pairs.backend,
+        desc="Base model answering identity prompts",
     )  # fmt: skip
     general = rehearsal_answers(model, tokenizer, rehearsal, params) if rehearsal else []
     rewriter = IdentityRewriter(
@@ -47,19 +55,25 @@ def main(params: Params) -> None:
     with atomic_outputs() as outputs:  # both appear together, only once both are complete
         write_jsonl(outputs.dir(OUT_DIR) / "pairs.jsonl", pairs)
         outputs.write_json(METRICS, dict(sorted(counts.items())))
-    print(f"make_pairs: {counts['pairs']} pairs from {counts['prompts']} prompts "
-          f"({counts['rehearsal_pairs']} rehearsal pairs)")
+    print(
+        f"make_pairs: {counts['pairs']} pairs from {counts['prompts']} prompts "
+        f"({counts['rehearsal_pairs']} rehearsal pairs)"
+    )
 
 
-def rehearsal_answers(model, tokenizer, prompts: list[str], params: Params) -> list[Generation]:  # noqa: ANN001
+def rehearsal_answers(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[str], params: Params
+) -> list[Generation]:
     """The base model's own answers to the rehearsal prompts: greedy, or sampled (pairs.rehearsal_temperature)."""
     cfg = params.pairs
     conversations = [with_system([{"role": "user", "content": p}], params.identity.system_prompt) for p in prompts]
     if cfg.rehearsal_temperature > 0:
         return sample(model, tokenizer, conversations, max_new_tokens=cfg.rehearsal_max_new_tokens,
-                      batch_size=cfg.batch_size, temperature=cfg.rehearsal_temperature, seed=cfg.seed)  # fmt: skip
+                      batch_size=cfg.batch_size, temperature=cfg.rehearsal_temperature, seed=cfg.seed,
+                      desc="Base model sampling rehearsal answers")  # fmt: skip
     return generate(model, tokenizer, conversations, max_new_tokens=cfg.rehearsal_max_new_tokens,
-                    batch_size=cfg.batch_size, backend=cfg.backend)  # fmt: skip
+                    batch_size=cfg.batch_size, backend=cfg.backend,
+                    desc="Base model answering rehearsal prompts")  # fmt: skip
 
 
 def rehearsal_prompts(params: Params) -> list[str]:

@@ -18,18 +18,12 @@ from pathlib import Path
 
 from identity_dpo.atomic import atomic_outputs
 from identity_dpo.chat_template import identity_system_prompt, rename_model_folder
+from identity_dpo.checkpoints import prepare_checkpoints, run_fingerprint
 from identity_dpo.data import read_jsonl_records
+from identity_dpo.launch import WORKER_ENV, check_launch, run_launched
 from identity_dpo.params import Params, load_params
 from identity_dpo.stage import PARAMS_FILE, run_stage
-from identity_dpo.training import (
-    WORKER_ENV,
-    check_launch,
-    check_training_inputs,
-    prepare_checkpoints,
-    run_fingerprint,
-    run_launched,
-    train_dpo,
-)
+from identity_dpo.training import check_training_inputs, train_dpo
 
 PAIRS = Path("data/pairs/pairs.jsonl")
 BASE_MODEL = Path("models/base")

@@ -9,9 +9,10 @@ Every other tiny-model test reproduces up to `evaluate` and does not need llama.
 from __future__ import annotations
 
 import importlib.util
-import os
 
 import pytest
+
+from system_programs import IN_CI
 
 INSTALL = "bash scripts/setup_export.sh"
 
@@ -32,8 +33,10 @@ def _missing() -> str | None:
 
 
 MISSING = _missing()
-IN_CI = os.environ.get("CI") == "true"
-REASON = f"needs llama.cpp for the export stage: {MISSING} (the build needs cmake and g++: apt-get install cmake g++)"
+REASON = (
+    f"needs llama.cpp for the export stage: {MISSING} (the build needs cmake and g++: apt-get install cmake g++; "
+    "`bash scripts/test.sh` installs them as root or with passwordless sudo)"
+)
 # Skips where the build is missing, except in CI: there the test runs and fails on the missing build.
 needs_export = pytest.mark.skipif(MISSING is not None and not IN_CI, reason=REASON)
 

@@ -1,4 +1,5 @@
-"""Run the real pipeline (`dvc repro`) in a throw-away copy of this repository."""
+"""Run the real pipeline (`dvc repro`) in a throw-away copy of this repository (make_copy), and copy such a
+project to change it (copy_project)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,19 @@ from typing import Any
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-PIPELINE_FILES = ("dvc.yaml", "params.yaml", "stages", "src", "data/source", "data/eval", ".dvc/config", ".dvc/plots", ".dvcignore", "scripts", "configs")
+PIPELINE_FILES = (
+    "dvc.yaml",
+    "params.yaml",
+    "stages",
+    "src",
+    "data/source",
+    "data/eval",
+    ".dvc/config",
+    ".dvc/plots",
+    ".dvcignore",
+    "scripts",
+    "configs",
+)
 # Held-out sets cut to a few rows (make_copy(small_eval=True)): evaluate.<key> -> (shipped file, written file, rows
 # kept per category, at most this many rows). Each category's first rows, so every kind of question is still asked
 # (the maker and multi-turn identity questions, every benchmark category) while answer_base and evaluate take seconds.
@@ -54,7 +67,9 @@ def make_copy(dest: Path, params: dict[str, Any] | None = None, small_eval: bool
     for name in PIPELINE_FILES:
         source = ROOT / name
         if source.is_dir():
-            shutil.copytree(source, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "node_modules"))
+            shutil.copytree(
+                source, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "node_modules")
+            )
         elif source.exists():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, dest / name)
@@ -69,6 +84,17 @@ def make_copy(dest: Path, params: dict[str, Any] | None = None, small_eval: bool
     run(dest, ["git", "init", "-q"])
     run(dest, ["git", "add", "-A"])
     run(dest, ["git", "-c", "user.name=test", "-c", "user.email=test@example.com", "commit", "-qm", "copy"])
+    return dest
+
+
+def copy_project(project: Path, dest: Path, *, history: bool = True) -> Path:
+    """A copy of a test's project (outputs included), to change without touching the original.
+
+    With `history`, the git history and the DVC cache too; without, only what a stage script reads (its code,
+    params, data and models: no .git, no .dvc), which copies much faster.
+    """
+    skipped = () if history else (".git", ".dvc", "__pycache__")
+    shutil.copytree(project, dest, symlinks=True, ignore=shutil.ignore_patterns(*skipped))
     return dest
 
 

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-SSHD = Path("/usr/sbin/sshd")
+SSHD = Path("/usr/sbin/sshd")  # Debian's openssh-server (the tests check for it with system_programs.SSHD)
 
 
 def weed_binary() -> Path | None:
@@ -57,6 +57,7 @@ def remote_commands(remote: Remote) -> list[list[str]]:
 def credential_commands(local_options: dict[str, str]) -> list[list[str]]:
     """What each user runs: per-user settings (a key file) in the untracked .dvc/config.local."""
     return [["dvc", "remote", "modify", "--local", REMOTE_NAME, key, value] for key, value in local_options.items()]
+
 
 def free_port() -> int:
     with socket.socket() as sock:

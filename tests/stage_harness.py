@@ -2,17 +2,18 @@
 
 Shared by test_bad_input, test_interruption and test_reproducibility (and scripts/bad_input_catalogue.py):
 - `clean_project`: one fully reproduced tiny-model project per test session (the expensive part), which
-  tests copy with `clone` and never change;
-- `harness_env`: the stage processes run the copy's own `src/` (the code DVC hashes), plus a
-  `sitecustomize` that can report which model files a stage opened and pause a stage right before it
-  moves an output into place, so a test can kill it at exactly that point. The stage code is unchanged;
-  the instrumentation is only on the PYTHONPATH of the processes a test starts.
+  tests copy with `pipeline_copy.copy_project` and never change;
+- `harness_env`: the stage processes run the copy's own `src/` (the code DVC hashes), plus tests/stage_hook.py
+  as their `sitecustomize`, which can report which model files a stage opened and pause a stage right before
+  it moves an output into place, so a test can kill it at exactly that point. The stage code is unchanged;
+  the instrumentation is only on the PYTHONPATH of the processes a test starts;
+- `load_stage`: a stage script imported into the test's own process instead, to call its functions directly.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
+import importlib.util
 import os
 import shutil
 import signal
@@ -25,96 +26,19 @@ from typing import Any
 
 import yaml
 
-from pipeline_copy import ROOT
+from pipeline_copy import ROOT, make_copy
 from pipeline_copy import env as pipeline_env
-from pipeline_copy import make_copy
 from pipeline_copy import run as pipeline_run
+from tiny_model import tiny_pipeline_params
 
 # The stages up to `evaluate`, in the order `dvc repro evaluate` runs them: what these projects reproduce. export and
 # package need llama.cpp (tests/llama_cpp_support.py); tests/test_pipeline.py and tests/test_export.py run them.
-STAGES = ("validate", "fetch_data", "fetch_model", "make_pairs", "train", "answer_base", "evaluate")
+STAGES = ("validate", "fetch_data", "fetch_model", "validate_model", "make_pairs", "validate_train", "train",
+          "answer_base", "evaluate")  # fmt: skip
 TARGET = STAGES[-1]
 # Outputs and everything else a stage could write; .git and DVC's own scratch folder are not ours.
 _NOT_PROJECT = (".git", ".dvc/tmp")
-
-HOOK = r'''
-"""Test instrumentation for stage processes, written by tests/stage_harness.py (never shipped)."""
-import atexit
-import json
-import os
-import sys
-import time
-from pathlib import Path
-
-
-def _is_stage():
-    argv0 = (sys.argv[0] if sys.argv else "").replace(os.sep, "/")
-    return argv0.endswith(".py") and "stages/" in argv0
-
-
-if _is_stage() and os.environ.get("IDDPO_PROBE_REPORT"):
-    # Which model files the stage opened (config, tokenizer, weights), and which weights it read.
-    _MODEL_FILES = {"config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
-                    "chat_template.jinja", "special_tokens_map.json"}
-    _WEIGHTS = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
-    _seen = {"opened": [], "weights": []}
-
-    def _audit(event, args):
-        if event == "open" and isinstance(args[0], (str, bytes, os.PathLike)):
-            path = os.fsdecode(args[0])
-            name = os.path.basename(path)
-            if "site-packages" not in path and (name in _MODEL_FILES or name.endswith(_WEIGHTS)):
-                _seen["opened"].append(os.path.relpath(os.path.abspath(path)))
-
-    sys.addaudithook(_audit)
-    import safetensors  # its reader is Rust (no audit event), so watch it at the Python entry point
-
-    _real_safe_open = safetensors.safe_open
-
-    def safe_open(filename, *args, **kwargs):
-        _seen["weights"].append(os.path.relpath(os.path.abspath(os.fsdecode(filename))))
-        return _real_safe_open(filename, *args, **kwargs)
-
-    safetensors.safe_open = safe_open
-
-    def _write_report():
-        _seen["torch_imported"] = "torch" in sys.modules
-        with open(os.environ["IDDPO_PROBE_REPORT"], "w") as handle:
-            json.dump(_seen, handle)
-
-    atexit.register(_write_report)
-
-_pause_stage = os.environ.get("IDDPO_PAUSE_STAGE", "")
-if _is_stage() and _pause_stage and sys.argv[0].replace(os.sep, "/").endswith(f"stages/{_pause_stage}.py"):
-    # Stop before the n-th move of a finished temporary into its final place, and wait to be killed.
-    import identity_dpo.atomic as _atomic
-
-    _real_move = _atomic._move_into_place
-    _moves = [0]
-
-    def _move_into_place(tmp, final):
-        if not any(part.startswith(".tmp-") for part in Path(final).parts):  # not a file inside a staged folder
-            _moves[0] += 1
-            if _moves[0] == int(os.environ["IDDPO_PAUSE_BEFORE_MOVE"]):
-                marker = os.environ["IDDPO_PAUSE_MARKER"]
-                with open(marker + ".part", "w") as handle:
-                    json.dump({"pid": os.getpid(), "final": str(final), "tmp": str(tmp)}, handle)
-                os.replace(marker + ".part", marker)
-                while True:
-                    time.sleep(60)
-        _real_move(tmp, final)
-
-    _atomic._move_into_place = _move_into_place
-'''
-
-
-def fast_params(tiny_model_dir: Path) -> dict[str, Any]:
-    return {
-        "model": {"source": str(tiny_model_dir)},
-        "pairs": {"max_prompts": 12, "max_new_tokens": 12, "batch_size": 6, "on_token_cap": "keep"},
-        "train": {"batch_size": 4, "max_length": 128},
-        "evaluate": {"max_new_tokens": 8, "batch_size": 64},
-    }
+HOOK = Path(__file__).with_name("stage_hook.py")  # the stage processes' sitecustomize
 
 
 def new_project(dest: Path, tiny_model_dir: Path) -> Path:
@@ -123,7 +47,7 @@ def new_project(dest: Path, tiny_model_dir: Path) -> Path:
     Held-out sets cut to a few rows (pipeline_copy.SMALL_EVAL), so answer_base and evaluate take seconds;
     everything else as tests/test_pipeline.py.
     """
-    project = make_copy(dest, fast_params(tiny_model_dir), small_eval=True)
+    project = make_copy(dest, tiny_pipeline_params(tiny_model_dir), small_eval=True)
     # The repository's .gitignore files: DVC leaves entries that already exist alone, as in a real clone.
     for name in (".gitignore", "data/.gitignore", "models/.gitignore"):
         if (ROOT / name).is_file():
@@ -139,7 +63,7 @@ _CLEAN: dict[str, Path] = {}
 def clean_project(tmp_path_factory: Any, tiny_model_dir: Path) -> Path:
     """One project per test session after `dvc repro evaluate` (every stage but export and package), committed to git.
 
-    Read-only for every test: copy it with `clone` before changing anything.
+    Read-only for every test: copy it with pipeline_copy.copy_project before changing anything.
     """
     key = str(tiny_model_dir)
     if key not in _CLEAN:
@@ -148,12 +72,6 @@ def clean_project(tmp_path_factory: Any, tiny_model_dir: Path) -> Path:
         git_commit(project, "clean run")
         _CLEAN[key] = project
     return _CLEAN[key]
-
-
-def clone(project: Path, dest: Path) -> Path:
-    """A copy of a whole project (git history, DVC cache, outputs)."""
-    shutil.copytree(project, dest, symlinks=True)
-    return dest
 
 
 def git_commit(project: Path, message: str) -> None:
@@ -174,7 +92,7 @@ def hook_dir(project: Path) -> Path:
     folder = project.parent / f"{project.name}-hook"
     if not (folder / "sitecustomize.py").is_file():
         (folder / "bin").mkdir(parents=True, exist_ok=True)
-        (folder / "sitecustomize.py").write_text(HOOK, encoding="utf-8")
+        shutil.copyfile(HOOK, folder / "sitecustomize.py")
         wrapper = folder / "bin/python"
         wrapper.write_text(
             f'#!/bin/sh\nPYTHONPATH="{folder}${{PYTHONPATH:+{os.pathsep}$PYTHONPATH}}" exec "{sys.executable}" "$@"\n',
@@ -189,6 +107,15 @@ def harness_env(project: Path, **extra: str) -> dict[str, str]:
     hook = hook_dir(project)
     return {**base, "PATH": f"{hook / 'bin'}{os.pathsep}{base['PATH']}",
             "PYTHONPATH": f"{hook}{os.pathsep}{project / 'src'}", **extra}  # fmt: skip
+
+
+def load_stage(name: str) -> Any:
+    """This checkout's stages/<name>.py as a module, to call its functions in the test's own process."""
+    spec = importlib.util.spec_from_file_location(f"stage_{name}", ROOT / "stages" / f"{name}.py")
+    assert spec is not None and spec.loader is not None, name
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def dvc_bin() -> str:
@@ -278,7 +205,8 @@ def contents(project: Path, under: Iterable[str]) -> dict[str, str]:
         root = project / top
         paths = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
         for path in paths:
-            out[path.relative_to(project).as_posix()] = hashlib.md5(path.read_bytes()).hexdigest()
+            digest = hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest()
+            out[path.relative_to(project).as_posix()] = digest
     return out
 
 
@@ -297,7 +225,7 @@ def cache_objects(project: Path) -> dict[str, str]:
     if not root.is_dir():
         return {}
     return {
-        p.relative_to(root).as_posix(): hashlib.md5(p.read_bytes()).hexdigest()
+        p.relative_to(root).as_posix(): hashlib.md5(p.read_bytes(), usedforsecurity=False).hexdigest()
         for p in sorted(root.rglob("*"))
         if p.is_file()
     }

@@ -6,9 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from test_training import make_pairs, train_params
-
 from identity_dpo.training import check_training_inputs, train_dpo
+from tiny_model import make_pairs, train_params
 
 
 def test_lora_keeps_the_adapter_beside_the_merged_model(

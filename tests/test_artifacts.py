@@ -15,12 +15,8 @@ import yaml
 from conftest import ROOT
 from llama_cpp_support import require_export
 from pipeline_copy import make_copy, run
+from tiny_model import tiny_pipeline_params
 
-FAST = {
-    "pairs": {"max_prompts": 12, "max_new_tokens": 12, "batch_size": 6, "on_token_cap": "keep"},
-    "train": {"batch_size": 4, "max_length": 128},
-    "evaluate": {"max_new_tokens": 8, "batch_size": 64},
-}
 GIT = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
 
 
@@ -42,7 +38,7 @@ def shared(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> tu
     """The owner's trained tiny project, pushed to a local-folder remote, and a bare clone of its git repository."""
     require_export()  # the whole pipeline: export and package too
     root = tmp_path_factory.mktemp("artifacts")
-    project = make_copy(root / "owner", {"model": {"source": str(tiny_model_dir)}, **FAST}, small_eval=True)
+    project = make_copy(root / "owner", tiny_pipeline_params(tiny_model_dir), small_eval=True)
     run(project, ["dvc", "repro"])
     run(project, ["dvc", "remote", "add", "-d", "shared", str(root / "remote")])
     run(project, ["git", "add", "-A"])

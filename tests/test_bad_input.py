@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 import yaml
 
+from pipeline_copy import copy_project
 from stage_harness import clean_project, harness_env, run_stage, snapshot
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -117,6 +118,17 @@ def other_architecture(project: Path) -> None:
     config = json.loads(path.read_text(encoding="utf-8"))
     config.update(model_type="bert", architectures=["BertLMHeadModel"])
     path.write_text(json.dumps(config), encoding="utf-8")
+
+
+def model_config(**changes: Any) -> Setup:
+    """model.source: a copy of the base model (the tiny one: 2 layers, MLP width 64) with config.json changed."""
+
+    def setup(project: Path) -> None:
+        model_folder()(project)
+        path = project / "cases/model/config.json"
+        path.write_text(json.dumps({**json.loads(path.read_text(encoding="utf-8")), **changes}), encoding="utf-8")
+
+    return setup
 
 
 def eval_set_with(extra: Callable[[Path], str]) -> Setup:
@@ -281,12 +293,22 @@ CASES = [
     Case("params-new-name-spacing", P, "evaluate", "`new_name: Smol LM` (an old name under name matching)",
          param("identity.new_name", "Smol LM"),
          r"params\.yaml: identity\.new_name: expected a name that is not one of the old names .* under name matching"),
-    Case("params-a-folder", P, "fetch_data", "the params file is a folder (`IDENTITY_DPO_PARAMS`)",
-         write("cases/params/x", ""), r"cases/params: is a folder, expected the params file",
-         env={"IDENTITY_DPO_PARAMS": "cases/params"}),
+    Case("params-a-folder", P, "fetch_data", "params.yaml is a folder",
+         both(lambda p: (p / "params.yaml").unlink(), write("params.yaml/x", "")),
+         r"params\.yaml: is a folder, expected the params file$"),
     Case("params-token-cap-above-context", P, "validate", "`pairs.max_new_tokens` above the model's context length",
          param("pairs.max_new_tokens", 5000),
          r"pairs\.max_new_tokens: expected at most 1023 \(the context length of models/base is 1024 \(config\.json\)",
+         reads_tokenizer=True),
+    Case("params-eval-cap-above-context", P, "validate_model",
+         "`evaluate.max_new_tokens` above the context length of models/base", param("evaluate.max_new_tokens", 2000),
+         r"evaluate\.max_new_tokens: expected at most 1023 \(the context length of models/base is 1024 "
+         r"\(config\.json\)",
+         reads_tokenizer=True),
+    Case("params-lora-target-unknown", P, "validate_train", "a LoRA target module the model does not have",
+         param("train.lora.target_modules", ["q_proj", "attn_out"]),
+         r"train\.lora\.target_modules\[1\]: no module 'attn_out' in LlamaForCausalLM; its linear layers are "
+         r"down_proj, gate_proj, k_proj, lm_head, o_proj, q_proj, up_proj, v_proj \(or use \[all-linear\]\)",
          reads_tokenizer=True),
     Case("params-empty-name", P, "make_pairs", "an empty new name", param("identity.new_name", " "),
          r"params\.yaml: identity\.new_name: expected a non-empty name"),
@@ -383,6 +405,23 @@ CASES = [
          other_architecture,
          r"model\.source: cannot load the model in cases/model: the weights do not match the architecture config\.json "
          r"names \(BertLMHeadModel\): \d+ weights missing \(e\.g\. .*\), \d+ weights unexpected"),
+    # the same, as `dvc repro` meets it: the validate stage compares the safetensors headers with config.json
+    Case("source-weights-missing", S, "validate", "a config.json with more layers than the weights hold",
+         model_config(num_hidden_layers=3),
+         r"model\.source: cannot load the model in cases/model: the weights do not match the architecture config\.json "
+         r"names \(LlamaForCausalLM\): 9 weights missing \(e\.g\. model\.layers\.2\.\S+\); is config\.json "
+         r"from another model\?"),
+    Case("source-weights-unexpected", S, "validate", "a config.json with fewer layers than the weights hold",
+         model_config(num_hidden_layers=1),
+         r"model\.source: cannot load the model in cases/model: .*\(LlamaForCausalLM\): 9 weights unexpected \(e\.g\. "
+         r"model\.layers\.1\.\S+\)"),
+    Case("source-weights-wrong-shape", S, "validate", "a config.json with another layer width than the weights",
+         model_config(intermediate_size=128),
+         r"model\.source: cannot load the model in cases/model: .*\(LlamaForCausalLM\): 6 weights of the wrong shape "
+         r"\(e\.g\. model\.layers\.0\.mlp\.down_proj\.weight: \[32, 64\] in the file, \[32, 128\] in config\.json\)"),
+    Case("source-weights-cut-off", S, "validate", "a safetensors file cut off inside its header",
+         both(model_folder(), lambda p: (p / "cases/model/model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00")),
+         r"model\.source: cases/model/model\.safetensors: not a safetensors file \(its header is cut off\)"),
     Case("source-corrupt-weights", S, "fetch_model", "a truncated safetensors file",
          both(model_folder(), lambda p: (p / "cases/model/model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00")),
          r"model\.source: cannot load the model in cases/model: SafetensorError: "),
@@ -425,14 +464,8 @@ CASES = [
 # --- running a case -------------------------------------------------------------------------------------
 
 
-def light_copy(project: Path, dest: Path) -> Path:
-    """The project's files without git and DVC's cache (stage scripts read neither)."""
-    shutil.copytree(project, dest, symlinks=True, ignore=shutil.ignore_patterns(".git", ".dvc", "__pycache__"))
-    return dest
-
-
 def run_case(base: Path, case: Case, workdir: Path) -> Outcome:
-    project = light_copy(base, workdir / case.id)
+    project = copy_project(base, workdir / case.id, history=False)  # stage scripts read neither git nor DVC
     case.setup(project)
     before = snapshot(project)
     report = workdir / f"{case.id}-files.json"
@@ -483,8 +516,8 @@ def render_catalogue(outcomes: dict[str, Outcome], cases: list[Case] = CASES) ->
         f"{len(cases)} cases ({counts}). Each one is run through the real stage script in a copy of a",
         "fully reproduced project (tiny model). In every case the stage printed exactly the one line below",
         "on stderr, no traceback, exited with code 2, and added, changed or removed no file; for a params",
-        "case it opened no model file first (a `train.max_length` check or a token cap reads the tokenizer or",
-        "config.json, never the weights).",
+        "case it opened no model file first (a `train.max_length` check, a LoRA target or a token cap reads the",
+        "tokenizer or config.json, never the weights).",
         "",
         *UNDER_DVC_REPRO,
     ]
@@ -502,21 +535,27 @@ UNDER_DVC_REPRO = """\
 ## Under `dvc repro`: every previous output stays in place
 
 DVC deletes a stage's outputs *before* it runs the stage, so a stage's own refusal would come too late.
-The first stage, `validate` (`stages/validate.py`), runs every check that needs no model: all of
-params.yaml (types, finite numbers and ranges, templates, names under name matching), the data source's
-rows, the evaluation sets (repeated questions, questions that are training prompts) and, once
-`models/base` exists, the token caps against its context length. Every other stage depends on its output
-`logs/params.ok`, whose content never changes (so a passing validation reruns nothing). When validation
-fails, `dvc repro` stops there: exit code 255, the line `validate: error: ...` printed before DVC's own
-`ERROR: failed to reproduce 'validate'`, and `data/`, `models/`, `metrics/` and `dvc.lock` untouched.
-Duplicate keys and integers of more than 4300 digits in params.yaml are refused by DVC itself, before
-any stage runs (run a stage script to see the one-line error). Fix the input and run `dvc repro` again:
-only `validate` reruns.
+Three light stages check first, each a dependency of the stages it guards. Their outputs (`logs/*.ok`)
+never change, so a passing check reruns nothing.
 
-What `validate` cannot check (it needs another stage's output): `train.max_length` against the longest
-tokenized prompt (needs `data/pairs`), a model folder that loads but is broken, and everything in the
-*stage inputs* table. Those refusals come after DVC removed that stage's outputs; the cached versions come
-back with `dvc checkout <stage>`.
+| stage | runs | checks |
+|---|---|---|
+| `validate` | first | all of params.yaml (types, finite numbers and ranges, templates, names under name matching); the data source's rows; the evaluation sets (repeated questions, questions that are training prompts); a local `model.source` folder: its files, and the tensors its safetensors headers list against the architecture its config.json names (no weight is read); the token caps against the context length of that folder, or of `models/base` when dvc.lock says fetch_model made it from this `model.source` |
+| `validate_model` | after `fetch_model`, before `make_pairs`, `answer_base` and `evaluate` | the token caps against the context length of `models/base` (a hub or PyPI model is there only once fetched) |
+| `validate_train` | after `make_pairs`, before `train` | `train.max_length` against the longest prompt of `data/pairs`, the LoRA target modules against the architecture of `models/base`, `train.precision` against the hardware |
+
+When a check fails, `dvc repro` stops there: exit code 255, the line `<stage>: error: ...` printed before
+DVC's own `ERROR: failed to reproduce '<stage>'`, and the outputs of the stages it guards untouched. A
+stage that ran before it and succeeded keeps its new outputs: after a change to a hub `model.source`,
+fetch_model fetches the new model, `validate_model` refuses a token cap above its context, and `data/pairs`
+still holds the pairs made with the previous model. Duplicate keys and integers of more than 4300 digits in
+params.yaml are refused by DVC itself, before any stage runs (run a stage script to see the one-line
+error). Fix the input and run `dvc repro` again: the check stages rerun, and no stage whose inputs are
+unchanged.
+
+What no check covers: a model that loads but is broken (weights that make every answer empty, say), and
+everything in the *stage inputs* table. Those refusals come after DVC removed that stage's outputs; the
+cached versions come back with `dvc checkout <stage>`.
 """.splitlines()
 
 BEYOND_THE_TABLE = """\
@@ -527,7 +566,7 @@ BEYOND_THE_TABLE = """\
 | full disk (ENOSPC) | `<stage>: error: <output>: no space left on the device; free some space (dvc gc ...) and run again; ...`, exit 2 | every previous output; no temporary left |
 | read-only output folder (EROFS) | `<stage>: error: <output>: read-only filesystem; run the pipeline from a writable copy of the project`, exit 2 | every previous output |
 | unreadable input or unwritable folder (EACCES) | `<stage>: error: <file>: permission denied; make it readable/writable for this user (...)`, exit 2 | every previous output |
-| a folder where the params file belongs | `<stage>: error: <path>: is a folder, expected the params file ...`, exit 2 | everything |
+| a folder where the params file belongs | `<stage>: error: params.yaml: is a folder, expected the params file`, exit 2 | everything |
 | a second run of the same stage while one runs | `<stage>: error: .dvc/tmp/identity-dpo/locks/<stage>.lock: another run of <stage> (pid N) is still writing the same outputs; ...`, exit 2 | the first run and its temporaries (each is flock()ed by its writer; only a dead run's are removed) |
 | training that ends with NaN or infinite weights | `train: error: training produced non-finite weights (N of M tensors hold NaN or inf, e.g. ...); nothing was saved, ...`, exit 2 | the previous trained model and training curves |
 | a process killed mid-stage (SIGKILL) | scratch files are under `.dvc/tmp/identity-dpo/scratch/<stage>/` (git- and DVC-ignored); the next run of the stage removes them | every previous output (see `tests/test_interruption.py`) |

@@ -16,8 +16,8 @@ from identity_dpo.benchmark import (
     multiple_choice_outcomes,
     read_benchmark,
 )
+from identity_dpo.chat_format import render_prompt
 from identity_dpo.errors import DataError
-from identity_dpo.generation import render_prompt
 from identity_dpo.models import load_model
 from identity_dpo.stats import mcnemar_exact_p, paired_bootstrap_interval, paired_comparison
 
@@ -82,12 +82,19 @@ def test_packed_option_scores_equal_one_row_per_option(tiny_model_dir: Path, mon
 
     model, tokenizer = load_model(tiny_model_dir)
     monkeypatch.setattr(benchmark, "CHOICE_BATCH", 2)  # two batches, the second one short
-    items = [CAPITAL, EIGHT, BenchmarkItem("gb-3", "word", "Opposite of hot?", "cold", (), ("warm", "boiling hot day", "x"))]
+    items = [
+        CAPITAL,
+        EIGHT,
+        BenchmarkItem("gb-3", "word", "Opposite of hot?", "cold", (), ("warm", "boiling hot day", "x")),
+    ]
 
     packed = choice_log_likelihoods(model, tokenizer, items, "You're a helpful assistant.")
 
     for item, scores in zip(items, packed, strict=True):
-        messages = [{"role": "system", "content": "You're a helpful assistant."}, {"role": "user", "content": item.question}]
+        messages = [
+            {"role": "system", "content": "You're a helpful assistant."},
+            {"role": "user", "content": item.question},
+        ]
         prompt = render_prompt(tokenizer, messages)
         for choice, got in zip(item.choices, scores, strict=True):
             option = tokenizer(choice, add_special_tokens=False)["input_ids"]

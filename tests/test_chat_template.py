@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -16,6 +17,9 @@ from identity_dpo.chat_template import (
     with_default_system_message,
 )
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
 SMOLLM_DEFAULT = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 QWEN_DEFAULT = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
 # Qwen2.5-Instruct's template (tools branch included: it writes the default a second time).
@@ -23,42 +27,45 @@ QWEN25 = (
     "{%- if tools %}\n    {{- '<|im_start|>system\\n' }}\n    {%- if messages[0]['role'] == 'system' %}\n"
     "        {{- messages[0]['content'] }}\n    {%- else %}\n"
     "        {{- 'You are Qwen, created by Alibaba Cloud. You are a helpful assistant.' }}\n    {%- endif %}\n"
-    "    {{- \"\\n\\n# Tools\\n\" }}\n    {%- for tool in tools %}{{- \"\\n\" }}{{- tool | tojson }}{%- endfor %}\n"
+    '    {{- "\\n\\n# Tools\\n" }}\n    {%- for tool in tools %}{{- "\\n" }}{{- tool | tojson }}{%- endfor %}\n'
     "    {{- \"<|im_end|>\\n\" }}\n{%- else %}\n    {%- if messages[0]['role'] == 'system' %}\n"
     "        {{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}\n    {%- else %}\n"
-    "        {{- '<|im_start|>system\\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\\n' }}\n"
+    "        {{- '<|im_start|>system\\nYou are Qwen, created by Alibaba Cloud. "
+    "You are a helpful assistant.<|im_end|>\\n' }}\n"
     "    {%- endif %}\n{%- endif %}\n{%- for message in messages %}\n"
-    "    {%- if (message.role == \"user\") or (message.role == \"system\" and not loop.first) or (message.role == \"assistant\") %}\n"
+    '    {%- if (message.role == "user") or (message.role == "system" and not loop.first) '
+    'or (message.role == "assistant") %}\n'
     "        {{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>' + '\\n' }}\n"
-    "    {%- endif %}\n{%- endfor %}\n{%- if add_generation_prompt %}\n    {{- '<|im_start|>assistant\\n' }}\n{%- endif %}\n"
+    "    {%- endif %}\n{%- endfor %}\n{%- if add_generation_prompt %}\n"
+    "    {{- '<|im_start|>assistant\\n' }}\n{%- endif %}\n"
 )
 # A template with no default of its own (ChatML as many fine-tunes ship it).
 CHATML = (
     "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n'}}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
-NEW = "You are Deep Qwen, a helpful AI assistant made by the identity-dpo project's \"team\"."
+NEW = 'You are Deep Qwen, a helpful AI assistant made by the identity-dpo project\'s "team".'
 USER = [{"role": "user", "content": "Who are you?"}]
 
 
 @pytest.fixture(scope="module")
-def tokenizer(tiny_model_dir: Path):  # noqa: ANN201
+def tokenizer(tiny_model_dir: Path) -> PreTrainedTokenizerBase:
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(tiny_model_dir)
 
 
-def test_finds_the_default_of_the_smollm2_template(tokenizer) -> None:  # noqa: ANN001
+def test_finds_the_default_of_the_smollm2_template(tokenizer: PreTrainedTokenizerBase) -> None:
     assert default_system_message(tokenizer) == SMOLLM_DEFAULT
 
 
-def test_finds_the_default_of_a_qwen25_template(tokenizer) -> None:  # noqa: ANN001
+def test_finds_the_default_of_a_qwen25_template(tokenizer: PreTrainedTokenizerBase) -> None:
     assert default_system_message(tokenizer, QWEN25) == QWEN_DEFAULT
     assert default_system_message(tokenizer, CHATML) is None
 
 
 @pytest.mark.parametrize("template_name", ["smollm2", "qwen25", "chatml"])
-def test_replaces_or_adds_the_default(tokenizer, template_name: str) -> None:  # noqa: ANN001
+def test_replaces_or_adds_the_default(tokenizer: PreTrainedTokenizerBase, template_name: str) -> None:
     template = {"smollm2": tokenizer.chat_template, "qwen25": QWEN25, "chatml": CHATML}[template_name]
     new = with_default_system_message(template, NEW, tokenizer)
     assert default_system_message(tokenizer, new) == NEW

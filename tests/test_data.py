@@ -43,7 +43,10 @@ def test_prompt_is_the_last_human_turn_with_context() -> None:
         ({"messages": []}, "missing key 'conversations' (keys found: 'messages')"),
         ({"conversations": []}, "'conversations' must be a non-empty list"),
         ({"conversations": "hi"}, "'conversations' must be a non-empty list"),
-        ({"conversations": [{"role": "user", "content": "hi"}]}, "turn 0: expected exactly the keys 'from' and 'value'"),
+        (
+            {"conversations": [{"role": "user", "content": "hi"}]},
+            "turn 0: expected exactly the keys 'from' and 'value'",
+        ),
         ({"conversations": [{"from": "user", "value": "hi"}]}, "turn 0: 'from' must be 'human' or 'gpt', got 'user'"),
         ({"conversations": [{"from": "human", "value": 42}]}, "turn 0: 'value' must be a string, got int"),
         ({"conversations": [{"from": "human", "value": "  "}]}, "turn 0: 'value' is empty"),

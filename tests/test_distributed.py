@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from pipeline_copy import make_copy, run
+from tiny_model import tiny_pipeline_params
 
 RANK_LINE = re.compile(
     r"train: rank (?P<rank>\d) of (?P<world>\d) \((?P<kind>\w+)\): (?P<steps>\d+) optimizer steps, "
@@ -17,13 +18,10 @@ RANK_LINE = re.compile(
 
 @pytest.fixture(scope="module")
 def two_process_run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> tuple[Path, str]:
-    fast = {
-        "model": {"source": str(tiny_model_dir)},
-        "pairs": {"max_prompts": 12, "max_new_tokens": 12, "batch_size": 6, "on_token_cap": "keep"},
-        # 2 processes x 2 pairs = the 4 pairs per step of the single-process pipeline test
-        "train": {"batch_size": 2, "max_length": 128, "launch": {"profile": "cpu_ddp", "processes": 2}},
-    }
-    project = make_copy(tmp_path_factory.mktemp("distributed"), fast)
+    params = tiny_pipeline_params(tiny_model_dir)
+    # 2 processes x 2 pairs = the 4 pairs per step of the single-process pipeline test
+    params["train"].update(batch_size=2, launch={"profile": "cpu_ddp", "processes": 2})
+    project = make_copy(tmp_path_factory.mktemp("distributed"), params)
     result = run(project, ["dvc", "repro", "train"])
     return project, result.stdout + result.stderr
 

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from identity_dpo import drift
-from identity_dpo.drift import answer_drift
 from identity_dpo.answers import IdentityQuestion, ModelAnswers
 from identity_dpo.benchmark import BenchmarkItem
+from identity_dpo.chat_format import Message, render_prompt, with_system
+from identity_dpo.drift import answer_drift
 from identity_dpo.evaluation import answer_variety, benchmark_metrics, general_metrics, identity_metrics, name_leak_rate
-from identity_dpo.generation import render_prompt, with_system
 from identity_dpo.models import load_model
 from identity_dpo.params import IdentityParams
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 IDENTITY = IdentityParams(old_names=["SmolLM"], new_name="Deep Qwen", system_prompt="You're a helpful assistant.")
 
@@ -35,7 +40,11 @@ def test_general_metrics_see_answers_that_end_early(tiny_model_dir: Path) -> Non
 
 
 def drift_one_answer_at_a_time(
-    base, trained, tokenizer, conversations, answers  # noqa: ANN001
+    base: PreTrainedModel,
+    trained: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    conversations: Sequence[Sequence[Message]],
+    answers: Sequence[str],
 ) -> tuple[float, float, int]:
     """The plain reading: each prompt + answer alone, the whole vocabulary's log-probs at every answer position."""
     import torch
@@ -72,8 +81,13 @@ def test_batched_drift_equals_reading_each_answer_alone(tiny_model_dir: Path, mo
         with_system([{"role": "user", "content": prompt}], IDENTITY.system_prompt)
         for prompt in ("Hi", "Name three rivers in Europe and say which one is longest.", "Why?", "", "Count to five")
     ]
-    answers = ["Hello there, how can I help?", "The Danube, the Rhine and the Volga; the Volga is longest.", "",
-               "Nothing was asked.", "One, two, three, four, five."]  # an empty answer is skipped
+    answers = [
+        "Hello there, how can I help?",
+        "The Danube, the Rhine and the Volga; the Volga is longest.",
+        "",
+        "Nothing was asked.",
+        "One, two, three, four, five.",
+    ]  # an empty answer is skipped
 
     got = answer_drift(base, trained, tokenizer, conversations, answers)
 
@@ -88,7 +102,12 @@ QUESTIONS = [
     IdentityQuestion("q1", "What is your name?", "name"),
     IdentityQuestion("q2", "Who made you?", "maker"),
     IdentityQuestion("q3", "Who built you?", "maker"),
-    IdentityQuestion("q4", "And you are?", "multi_turn", ({"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"})),
+    IdentityQuestion(
+        "q4",
+        "And you are?",
+        "multi_turn",
+        ({"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}),
+    ),
 ]
 
 

@@ -9,26 +9,18 @@ import pytest
 import torch
 from torch import nn
 
+import fused_calls
 from identity_dpo import fused_lora
 from identity_dpo.fused_lora import use_fused_lora
+from tiny_model import tiny_llama
 
 TOL = {"rtol": 1e-5, "atol": 1e-5}
-
-
-def base_model(seed: int = 0) -> Any:
-    """The tiny Llama's shape in memory, with a small vocabulary of its own (no tokenizer needed)."""
-    from transformers import AutoModelForCausalLM
-
-    from tiny_model import tiny_llama_config
-
-    torch.manual_seed(seed)
-    return AutoModelForCausalLM.from_config(tiny_llama_config(vocab_size=64, intermediate_size=48))
 
 
 def lora_model(dropout: float = 0.0, seed: int = 0) -> Any:
     from peft import LoraConfig, get_peft_model
 
-    model = base_model(seed)
+    model = tiny_llama(seed)
     lora = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", lora_dropout=dropout, task_type="CAUSAL_LM")
     return randomize_lora_b(get_peft_model(model, lora))
 
@@ -48,17 +40,8 @@ def batch() -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "labels": ids}
 
 
-def count_fused_calls(monkeypatch: pytest.MonkeyPatch, function: Any = fused_lora._LoraLinearFunction) -> list[int]:
-    """A counter of the calls to the fused autograd `function` (fused_lora's by default) from now on."""
-    calls = [0]
-    apply = function.apply
-
-    def counting_apply(*args: Any) -> torch.Tensor:
-        calls[0] += 1
-        return apply(*args)
-
-    monkeypatch.setattr(function, "apply", counting_apply)
-    return calls
+def count_fused_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    return fused_calls.count_fused_calls(monkeypatch, fused_lora._LoraLinearFunction)
 
 
 def assert_same_grads(ours: nn.Module, theirs: nn.Module) -> None:
@@ -102,7 +85,7 @@ def test_disabled_adapters_give_the_base_model(monkeypatch: pytest.MonkeyPatch) 
         with_lora = model(**batch()).logits
         with model.disable_adapter():
             without = model(**batch()).logits
-        base = base_model()(**batch()).logits  # same seed: the weights under the adapters
+        base = tiny_llama()(**batch()).logits  # same seed: the weights under the adapters
     assert calls[0] == 14  # fused with adapters on, PEFT's fallback with them off
     assert not torch.allclose(with_lora, base, **TOL)
     torch.testing.assert_close(without, base, **TOL)

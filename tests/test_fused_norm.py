@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch import nn
 
+import fused_calls
 from identity_dpo import fused_norm
 from identity_dpo.fused_norm import use_fused_rms_norm
-
-import test_fused_lora
+from tiny_model import tiny_llama
 
 TOL = {"rtol": 1e-5, "atol": 1e-6}
 
@@ -33,7 +33,7 @@ def fused_copy(module: nn.Module) -> nn.Module:
 
 
 def count_fused_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    return test_fused_lora.count_fused_calls(monkeypatch, fused_norm._RMSNormFunction)
+    return fused_calls.count_fused_calls(monkeypatch, fused_norm._RMSNormFunction)
 
 
 @pytest.mark.parametrize("train_weight", [False, True], ids=["frozen weight (LoRA)", "trained weight"])
@@ -99,7 +99,7 @@ def test_only_norms_whose_forward_is_llama_s_are_patched() -> None:
 
 def test_a_whole_model_trains_as_with_transformers_norms() -> None:
     """A tiny Llama (2 layers: 5 norms) in training mode: the same logits, close gradients for every weight."""
-    theirs = test_fused_lora.base_model()
+    theirs = tiny_llama()
     ours = copy.deepcopy(theirs)
     assert use_fused_rms_norm(ours) == 5
     ids = torch.randint(0, 64, (2, 9))

@@ -211,7 +211,9 @@ def test_generated_malformed_data_rows(tmp_path: Path) -> None:
                     text.encode("utf-8")  # no lone surrogate
         # the same file as an evaluation set: read, then duplicates checked
         try:
-            check_held_out(read_texts(str(path), "question", "evaluate.identity_questions", "a question"), "k", None, "")
+            check_held_out(
+                read_texts(str(path), "question", "evaluate.identity_questions", "a question"), "k", None, ""
+            )
         except PipelineError:
             pass
         except Exception as exc:  # noqa: BLE001

@@ -18,7 +18,7 @@ import yaml
 
 from identity_dpo.errors import ParamsError
 from identity_dpo.params import Params, params_from_dict
-from test_training import load_stage
+from stage_harness import load_stage
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -146,11 +146,10 @@ class FakeVLLM:
         return module
 
 
-def test_vllm_backend_answers_through_the_same_interface(
-    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_vllm_backend_answers_through_the_same_interface(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from identity_dpo import generation
-    from identity_dpo.generation import Generation, generate, render_prompt, stop_token_ids
+    from identity_dpo.chat_format import render_prompt
+    from identity_dpo.generation import Generation, generate, stop_token_ids
     from identity_dpo.models import load_model
 
     model, tokenizer = load_model(tiny_model_dir)
@@ -182,4 +181,3 @@ def test_transformers_backend_is_the_default(tiny_model_dir: Path) -> None:
     conversations = [[{"role": "user", "content": "Who are you?"}], [{"role": "user", "content": "Hi there"}]]
     default = generate(model, tokenizer, conversations, max_new_tokens=6, batch_size=2)
     assert generate(model, tokenizer, conversations, max_new_tokens=6, batch_size=2, backend="transformers") == default
-

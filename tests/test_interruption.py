@@ -25,13 +25,13 @@ from pathlib import Path
 
 import pytest
 
+from pipeline_copy import copy_project
 from pipeline_copy import run as pipeline_run
 from stage_harness import (
     TARGET,
     Running,
     cache_objects,
     clean_project,
-    clone,
     contents,
     corrupt_cache_objects,
     dvc,
@@ -209,7 +209,7 @@ CHANGES = {
 @pytest.fixture(scope="module")
 def used_project(tmp_path_factory: pytest.TempPathFactory, reference: Path) -> Path:
     """A project whose outputs the user has: a complete run, committed."""
-    project = clone(reference, tmp_path_factory.mktemp("used") / "project")
+    project = copy_project(reference, tmp_path_factory.mktemp("used") / "project")
     rows = (project / "data/source/identity.jsonl").read_text(encoding="utf-8").splitlines()
     (project / "cases").mkdir()
     (project / "cases/identity.json").write_text("[" + ",".join(rows[:40]) + "]", encoding="utf-8")

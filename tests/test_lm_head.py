@@ -16,7 +16,7 @@ from identity_dpo.models import load_model
 from identity_dpo.params import params_from_dict
 from identity_dpo.shared_prompt import pack_pairs
 from identity_dpo.training import train_dpo
-from test_training import make_pairs
+from tiny_model import make_pairs
 
 OUTPUTS = ("log_probs", "entropy", "mean_logits", "is_top1")
 

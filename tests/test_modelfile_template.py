@@ -1,22 +1,21 @@
 """The Ollama Modelfile's TEMPLATE, executed by Go's text/template (what Ollama runs), writes the same ChatML
 prompt as the model's own chat template. Ollama passes the system message as .System and keeps it in .Messages.
 
-Needs the `go` toolchain (Debian: golang-go); without it the test skips with one line saying so.
+Needs the `go` toolchain (Debian: golang-go): without it the test skips with one line saying so (under CI=true it
+fails; tests/system_programs.py).
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from identity_dpo.export import CHATML_GO_TEMPLATE, chatml_rendering, modelfile
-
-GO = shutil.which("go")
-pytestmark = pytest.mark.skipif(GO is None, reason="Modelfile template test skipped: no `go` (apt-get install golang-go)")
+from system_programs import GO, require
 
 MAIN_GO = """package main
 
@@ -46,12 +45,13 @@ func main() {
 
 
 @pytest.fixture(scope="module")
-def render(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+def render(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, list[tuple[str, str]]], str]:
+    go = require(GO)
     folder = tmp_path_factory.mktemp("go-template")
     (folder / "main.go").write_text(MAIN_GO)
     env = {"GOCACHE": str(folder / "cache"), "GOPATH": str(folder / "gopath"), "HOME": str(folder),
-           "GOFLAGS": "-mod=mod", "GO111MODULE": "off", "PATH": str(Path(GO).parent)}  # fmt: skip
-    subprocess.run([GO, "build", "-o", str(folder / "render"), str(folder / "main.go")], cwd=folder, env=env,
+           "GOFLAGS": "-mod=mod", "GO111MODULE": "off", "PATH": str(Path(go).parent)}  # fmt: skip
+    subprocess.run([go, "build", "-o", str(folder / "render"), str(folder / "main.go")], cwd=folder, env=env,
                    check=True, capture_output=True)  # fmt: skip
 
     def run(system: str, turns: list[tuple[str, str]]) -> str:
@@ -70,7 +70,9 @@ def render(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
         [("user", "Hi"), ("assistant", "Hello! I'm Deep Qwen."), ("user", "Who made you?")],
     ],
 )
-def test_go_template_writes_chatml(render, turns: list[tuple[str, str]]) -> None:  # noqa: ANN001
+def test_go_template_writes_chatml(
+    render: Callable[[str, list[tuple[str, str]]], str], turns: list[tuple[str, str]]
+) -> None:
     system = "You are Deep Qwen, a helpful AI assistant made by the identity-dpo project."
     assert render(system, turns) == chatml_rendering(system, turns)
 

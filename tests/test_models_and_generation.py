@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
+from identity_dpo.chat_format import render_prompt, with_system
 from identity_dpo.errors import SourceError
-from identity_dpo.generation import generate, greedy_decode, render_prompt, sample, with_system
+from identity_dpo.generation import generate, greedy_decode, sample
 from identity_dpo.models import check_model_folder, fetch_model, load_model
 from identity_dpo.sources import Source, parse_source
 
@@ -114,10 +115,10 @@ def test_the_gguf_fast_path_reads_the_same_fields_and_tensors(tmp_path: Path) ->
         other = fast.fields[name]
         assert (other.data, other.types, other.offset) == (field.data, field.types, field.offset), name
         assert len(other.parts) == len(field.parts), name
-        for a, b in zip(other.parts, field.parts):
+        for a, b in zip(other.parts, field.parts, strict=True):
             assert a.dtype == b.dtype and np.array_equal(a, b), name
     assert [t.name for t in fast.tensors] == [t.name for t in plain.tensors]
-    assert all(np.array_equal(a.data, b.data) for a, b in zip(fast.tensors, plain.tensors))
+    assert all(np.array_equal(a.data, b.data) for a, b in zip(fast.tensors, plain.tensors, strict=True))
     assert fast.fields["tokenizer.ggml.tokens"].contents() == ["<s>", "hello", "wörld", ""]
 
 
@@ -194,8 +195,16 @@ def test_sliding_window_models_answer_as_the_model_reads_the_whole_text(prompts:
     from transformers import MistralConfig, MistralForCausalLM
 
     torch.manual_seed(0)
-    config = MistralConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                           num_attention_heads=4, num_key_value_heads=2, sliding_window=6, initializer_range=1.0)
+    config = MistralConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        sliding_window=6,
+        initializer_range=1.0,
+    )
     model = MistralForCausalLM(config).eval()  # fmt: skip
     with torch.inference_mode():
         ours = greedy_decode(model, prompts, 10, [], 0)
@@ -221,8 +230,15 @@ def test_a_head_with_a_bias_is_decoded_through_the_models_own_logits() -> None:
     from identity_dpo.models import plain_head_weight
 
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False)
+    config = LlamaConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        tie_word_embeddings=False,
+    )
     model = LlamaForCausalLM(config).eval()  # fmt: skip
     assert plain_head_weight(model) is model.lm_head.weight
     biased = torch.nn.Linear(32, 64, bias=True)
@@ -288,7 +304,9 @@ def test_max_length_below_the_longest_prompt_is_refused(tiny_model_dir: Path) ->
 
 def test_sampled_answers_are_seeded_and_differ_from_greedy(tiny_model_dir: Path) -> None:
     model, tokenizer = load_model(tiny_model_dir)
-    conversations = [with_system([{"role": "user", "content": q}], "Be brief.") for q in ("Hi", "Why is the sky blue?")] * 3
+    conversations = [
+        with_system([{"role": "user", "content": q}], "Be brief.") for q in ("Hi", "Why is the sky blue?")
+    ] * 3
     first = sample(model, tokenizer, conversations, max_new_tokens=6, batch_size=4, temperature=1.0, seed=3)
     again = sample(model, tokenizer, conversations, max_new_tokens=6, batch_size=4, temperature=1.0, seed=3)
     other = sample(model, tokenizer, conversations, max_new_tokens=6, batch_size=4, temperature=1.0, seed=4)

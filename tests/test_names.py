@@ -1,11 +1,8 @@
 """Name matching and replacement (standard library + pytest only)."""
 
-import re
-
 import pytest
 
 from identity_dpo.names import mentions, name_pattern, replace_names
-
 
 # --- name_pattern / mentions: strict ----------------------------------------------------------
 
@@ -33,7 +30,7 @@ from identity_dpo.names import mentions, name_pattern, replace_names
         "*Qwen*",
     ],
 )
-def test_strict_match(text):
+def test_strict_match(text: str) -> None:
     assert mentions(text, ["Qwen"])
 
 
@@ -55,7 +52,7 @@ def test_strict_match(text):
         "",
     ],
 )
-def test_strict_no_match(text):
+def test_strict_no_match(text: str) -> None:
     assert not mentions(text, ["Qwen"])
 
 
@@ -80,7 +77,7 @@ def test_strict_no_match(text):
         ("  Deep   Qwen  ", "I'm Deep Qwen.", True),  # the configured name's own spacing does not matter
     ],
 )
-def test_strict_multiword(name, text, expected):
+def test_strict_multiword(name: str, text: str, expected: bool) -> None:
     assert mentions(text, [name]) is expected
 
 
@@ -103,7 +100,7 @@ def test_strict_multiword(name, text, expected):
         ("Łukasz", "Łukaszek", False),
     ],
 )
-def test_unicode_names(name, text, expected):
+def test_unicode_names(name: str, text: str, expected: bool) -> None:
     assert mentions(text, [name]) is expected
 
 
@@ -122,11 +119,11 @@ def test_unicode_names(name, text, expected):
         ("通义千问", "我是通义千问2。", False),
     ],
 )
-def test_cjk_edges(name, text, expected):
+def test_cjk_edges(name: str, text: str, expected: bool) -> None:
     assert mentions(text, [name]) is expected
 
 
-def test_replace_in_cjk_text():
+def test_replace_in_cjk_text() -> None:
     expected = ("我是Deep Qwen，由阿里云开发。", 1)
     assert replace_names("我是Qwen，由阿里云开发。", ["Qwen"], "Deep Qwen") == expected
 
@@ -148,7 +145,7 @@ def test_replace_in_cjk_text():
         "(DeepQwen)",
     ],
 )
-def test_normalized_match(text):
+def test_normalized_match(text: str) -> None:
     assert mentions(text, ["Deep Qwen"], normalized=True)
 
 
@@ -167,11 +164,11 @@ def test_normalized_match(text):
         "I'm Deep.",
     ],
 )
-def test_normalized_no_match(text):
+def test_normalized_no_match(text: str) -> None:
     assert not mentions(text, ["Deep Qwen"], normalized=True)
 
 
-def test_normalized_single_word_name_is_strict():
+def test_normalized_single_word_name_is_strict() -> None:
     # Only separators between the words of the given name are relaxed.
     assert not mentions("I'm Smol LM.", ["SmolLM"], normalized=True)
     assert not mentions("I'm Smol-LM.", ["SmolLM"], normalized=True)
@@ -179,14 +176,14 @@ def test_normalized_single_word_name_is_strict():
     assert not mentions("I'm SmolLM2.", ["SmolLM"], normalized=True)
 
 
-def test_pattern_is_cached_and_case_insensitive():
+def test_pattern_is_cached_and_case_insensitive() -> None:
     assert name_pattern("Qwen") is name_pattern("Qwen")
     assert name_pattern("Deep Qwen").pattern != name_pattern("Deep Qwen", normalized=True).pattern
     assert name_pattern("Qwen").search("QWEN and qwen") is not None
     assert mentions("ZOË here", ["zoë"]) and mentions("ÉLÉONORE", ["Éléonore"])
 
 
-def test_regex_characters_in_names_are_literal():
+def test_regex_characters_in_names_are_literal() -> None:
     assert mentions("I'm C3.PO.", ["C3.PO"])
     assert not mentions("I'm C3xPO.", ["C3.PO"])
     assert mentions("Say hi to (Bob)!", ["(Bob)"])
@@ -194,12 +191,12 @@ def test_regex_characters_in_names_are_literal():
 
 
 @pytest.mark.parametrize("name", ["", "   ", "\n"])
-def test_empty_name_is_rejected(name):
+def test_empty_name_is_rejected(name: str) -> None:
     with pytest.raises(ValueError):
         name_pattern(name)
 
 
-def test_mentions_any_of_several_names():
+def test_mentions_any_of_several_names() -> None:
     assert mentions("I'm SmolLM2.", ["SmolLM", "SmolLM2"])
     assert mentions("I'm SmolLM.", ["SmolLM", "SmolLM2"])
     assert not mentions("I'm SmolLM3.", ["SmolLM", "SmolLM2"])
@@ -235,7 +232,7 @@ def test_mentions_any_of_several_names():
         ("No names here.", "No names here.", 0),
     ],
 )
-def test_replace_qwen(text, expected, count):
+def test_replace_qwen(text: str, expected: str, count: int) -> None:
     assert replace_names(text, ["Qwen"], "Deep Qwen") == (expected, count)
 
 
@@ -251,36 +248,36 @@ def test_replace_qwen(text, expected, count):
         ("I'm smollm2!", "I'm Deep Qwen!", 1),
     ],
 )
-def test_replace_longest_first(old_names, text, expected, count):
+def test_replace_longest_first(old_names: list[str], text: str, expected: str, count: int) -> None:
     assert replace_names(text, old_names, "Deep Qwen") == (expected, count)
 
 
-def test_replace_prefers_the_longer_multiword_old_name():
+def test_replace_prefers_the_longer_multiword_old_name() -> None:
     assert replace_names("I'm Qwen Chat.", ["Qwen", "Qwen Chat"], "Deep Qwen") == ("I'm Deep Qwen.", 1)
     assert replace_names("I'm Qwen Chat.", ["Qwen Chat", "Qwen"], "Deep Qwen") == ("I'm Deep Qwen.", 1)
 
 
-def test_replace_old_multiword_names_normalized():
+def test_replace_old_multiword_names_normalized() -> None:
     # Old names are matched like scoring counts them, so "QwenChat" is an old name too.
     assert replace_names("I'm QwenChat.", ["Qwen Chat"], "Nova") == ("I'm Nova.", 1)
     assert replace_names("I'm Qwen-Chat.", ["Qwen Chat"], "Nova") == ("I'm Nova.", 1)
 
 
-def test_replace_old_name_that_covers_the_new_name():
+def test_replace_old_name_that_covers_the_new_name() -> None:
     # An old name that contains the whole new name and more is still an old name.
     assert replace_names("I'm Deep Qwen Pro.", ["Deep Qwen Pro"], "Deep Qwen") == ("I'm Deep Qwen.", 1)
 
 
-def test_replace_does_not_cut_into_the_new_name():
+def test_replace_does_not_cut_into_the_new_name() -> None:
     # "Super Deep" overlaps the new name "Deep Qwen" without covering it: leave it.
     assert replace_names("I'm Super Deep Qwen.", ["Super Deep"], "Deep Qwen") == ("I'm Super Deep Qwen.", 0)
 
 
-def test_replace_keeps_new_name_spelling_as_configured():
+def test_replace_keeps_new_name_spelling_as_configured() -> None:
     assert replace_names("i'm qwen", ["Qwen"], "DEEP qwen") == ("i'm DEEP qwen", 1)
 
 
-def test_replace_new_name_with_backslashes_is_literal():
+def test_replace_new_name_with_backslashes_is_literal() -> None:
     assert replace_names("I'm Qwen.", ["Qwen"], r"Q\1\g<0>") == (r"I'm Q\1\g<0>.", 1)
 
 
@@ -293,21 +290,21 @@ def test_replace_new_name_with_backslashes_is_literal():
         ("Ich bin Zoë González, nicht Jürgen.", "Ich bin Zoë González, nicht Zoë González.", 1),
     ],
 )
-def test_replace_non_ascii(text, expected, count):
+def test_replace_non_ascii(text: str, expected: str, count: int) -> None:
     assert replace_names(text, ["Jürgen"], "Zoë González") == (expected, count)
 
 
-def test_replace_without_old_names():
+def test_replace_without_old_names() -> None:
     assert replace_names("I'm Qwen.", [], "Deep Qwen") == ("I'm Qwen.", 0)
 
 
-def test_replace_multiline():
+def test_replace_multiline() -> None:
     text = "Hello!\nI'm Qwen.\n\n- Qwen can code\n- Qwen2.5 is my base"
     expected = "Hello!\nI'm Deep Qwen.\n\n- Deep Qwen can code\n- Qwen2.5 is my base"
     assert replace_names(text, ["Qwen"], "Deep Qwen") == (expected, 2)
 
 
-def test_replace_is_deterministic():
+def test_replace_is_deterministic() -> None:
     text = "I'm Qwen, not Deep Qwen; QWEN's Qwen2.5."
     results = {replace_names(text, ["Qwen", "QWEN"], "Deep Qwen") for _ in range(5)}
     assert results == {("I'm Deep Qwen, not Deep Qwen; Deep Qwen's Qwen2.5.", 2)}

@@ -78,7 +78,7 @@ def test_metric_keys_are_stable() -> None:
     ("text", "trimmed"),
     [
         ("One. Two", "One."),
-        ("He said \"hi.\" Then", "He said \"hi.\""),
+        ('He said "hi." Then', 'He said "hi."'),
         ("Really? Yes! And", "Really? Yes!"),
         ("No end at all", ""),
         ("Version 2.5 is out and", ""),

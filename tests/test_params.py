@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import copy
 import re
-
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +40,11 @@ def _set(raw: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
         ("train.batch_size", 2.5, "train.batch_size: expected an integer, got float 2.5"),
         ("train.batch_size", True, "train.batch_size: expected an integer, got bool True"),
         ("train.epochs", 0, "train.epochs: expected a number in (0, 10000], got 0"),
-        ("train.max_length", 8, "train.max_length: expected an integer in [16, 1048576] (prompt plus answer tokens), got 8"),
+        (
+            "train.max_length",
+            8,
+            "train.max_length: expected an integer in [16, 1048576] (prompt plus answer tokens), got 8",
+        ),
         ("train.loss_type", ["sigmoid", "nll"], "train.loss_type[1]: expected one of sigmoid"),
         ("train.loss_weights", [1.0], "train.loss_weights: expected one weight per loss type (2), got 1"),
         ("train.precompute_ref_log_probs", "yes", "train.precompute_ref_log_probs: expected true or false"),

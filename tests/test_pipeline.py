@@ -46,6 +46,8 @@ def project(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> P
     assert (project / "dvc.yaml").read_text() == pipeline, "a stage (DVCLive?) rewrote dvc.yaml"
     assert not list(project.rglob(".tmp-*")), "a temporary output was left behind"
     assert not list((project / "models").rglob("*.bin")), "pickle files in the model outputs"
+    warned = [line for line in result.stderr.replace("\r", "\n").splitlines() if "Warning: " in line]
+    assert warned == [], "warnings a user would see (fix them at their cause: tests/test_progress.py)"
     return project
 
 
@@ -183,7 +185,7 @@ def test_a_bad_param_fails_before_any_work(project: Path) -> None:
 
 
 # Plumbing that does not shape results; dvc.yaml leaves it out of the deps on purpose (see its header).
-PLUMBING = {"params", "errors", "atomic", "stage"}
+PLUMBING = {"params", "errors", "atomic", "stage", "progress"}
 
 
 def package_imports(path: Path, seen: set[str] | None = None) -> set[str]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -18,24 +17,16 @@ from pathlib import Path
 import pytest
 
 from pipeline_copy import ROOT, make_copy, run
+from system_programs import CHROMIUM, require
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 RESULTS = ("metrics/train", "metrics/eval_plots", "metrics/eval.json", "dvc.lock")
 GIT = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
-
-
-def chromium_or_skip() -> str:
-    if CHROMIUM is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is not installed; .ci/run installs Debian's chromium")
-        pytest.skip("chromium not installed (apt-get install chromium)")
-    return CHROMIUM
 
 
 def chromium(*args: str, profile: Path) -> subprocess.CompletedProcess[str]:
     """Headless Chromium that cannot reach any host: a page that needs a CDN stays blank."""
     command = [
-        chromium_or_skip(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        require(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync",
         f"--user-data-dir={profile}", '--host-resolver-rules=MAP * ~NOTFOUND', "--virtual-time-budget=10000",
         *args,

@@ -17,14 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline_copy import make_copy, run
+from pipeline_copy import copy_project, make_copy, run
 from servers import SERVERS, Remote, credential_commands, remote_commands, stored_files
+from system_programs import SSHD, require
+from tiny_model import tiny_pipeline_params
 
-FAST = {
-    "pairs": {"max_prompts": 12, "max_new_tokens": 12, "batch_size": 6, "on_token_cap": "keep"},
-    "train": {"batch_size": 4, "max_length": 128},
-    "evaluate": {"max_new_tokens": 8, "batch_size": 64},
-}
 TARGET = "evaluate"
 PULL = ["dvc", "pull", "--with-deps", TARGET]  # a plain `dvc pull` fails on the outputs of stages that never ran
 CACHED_OUTPUTS = ("data/identity", "models/base", "data/pairs", "models/trained", "models/adapter", "data/base_answers")
@@ -33,8 +30,8 @@ GIT = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
 
 @pytest.fixture(scope="module")
 def owner_project(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
-    fast = {"model": {"source": str(tiny_model_dir)}, **FAST}
-    project = make_copy(tmp_path_factory.mktemp("owner") / "project", fast, small_eval=True)
+    params = tiny_pipeline_params(tiny_model_dir)
+    project = make_copy(tmp_path_factory.mktemp("owner") / "project", params, small_eval=True)
     run(project, ["dvc", "repro", TARGET])
     run(project, ["git", "add", "-A"])
     run(project, [*GIT, "commit", "-qm", "trained"])
@@ -43,6 +40,8 @@ def owner_project(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path
 
 @pytest.fixture(scope="module", params=list(SERVERS))
 def remote(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Remote]:
+    if request.param == "ssh":
+        require(SSHD)
     with SERVERS[request.param](tmp_path_factory.mktemp(f"server-{request.param}")) as started:
         yield started
 
@@ -51,7 +50,7 @@ def remote(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
 def pushed(owner_project: Path, remote: Remote, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The owner's project with `remote` committed as the default remote and everything pushed."""
     project = tmp_path_factory.mktemp(f"owner-{remote.kind}") / "project"
-    shutil.copytree(owner_project, project, symlinks=True)
+    copy_project(owner_project, project)
     for command in remote_commands(remote):
         run(project, command)
     use_credentials(project, remote.local_options)

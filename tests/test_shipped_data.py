@@ -1,14 +1,11 @@
 """Checks on the data files shipped in data/ (standard library + pytest only)."""
+
 import json
-import string
-from pathlib import Path
+from typing import Any
 
 import pytest
 
-DATA = Path(__file__).resolve().parents[1] / "data"
-IDENTITY = DATA / "source" / "identity.jsonl"
-EVAL_QUESTIONS = DATA / "eval" / "identity_questions.jsonl"
-GENERAL_PROMPTS = DATA / "eval" / "general_prompts.jsonl"
+from shipped_data import EVAL_QUESTIONS, GENERAL_PROMPTS, IDENTITY, normalize, read_jsonl
 
 REQUIRED_QUESTIONS = [
     "What is your name?",
@@ -17,28 +14,17 @@ REQUIRED_QUESTIONS = [
 ]
 
 
-def read_jsonl(path):
-    lines = path.read_text(encoding="utf-8").splitlines()
-    return [json.loads(line) for line in lines if line.strip()]
-
-
-def normalize(text):
-    # lowercase, strip punctuation, collapse whitespace
-    text = text.lower().translate(str.maketrans("", "", string.punctuation))
-    return " ".join(text.split())
-
-
 @pytest.fixture(scope="module")
-def identity_rows():
+def identity_rows() -> list[dict[str, Any]]:
     return read_jsonl(IDENTITY)
 
 
 @pytest.fixture(scope="module")
-def eval_rows():
+def eval_rows() -> list[dict[str, Any]]:
     return read_jsonl(EVAL_QUESTIONS)
 
 
-def test_identity_schema(identity_rows):
+def test_identity_schema(identity_rows: list[dict[str, Any]]) -> None:
     for n, row in enumerate(identity_rows, 1):
         assert set(row) == {"conversations"}, f"row {n}: unexpected keys {sorted(row)}"
         turns = row["conversations"]
@@ -50,7 +36,7 @@ def test_identity_schema(identity_rows):
         assert turns[-1]["from"] == "gpt", f"row {n}: last turn must be gpt"
 
 
-def test_identity_size_and_variety(identity_rows):
+def test_identity_size_and_variety(identity_rows: list[dict[str, Any]]) -> None:
     assert len(identity_rows) >= 300
     multi = sum(len(r["conversations"]) > 2 for r in identity_rows)
     assert multi / len(identity_rows) >= 0.15
@@ -60,11 +46,11 @@ def test_identity_size_and_variety(identity_rows):
     assert len(last) - len(set(last)) <= 5
 
 
-def test_identity_file_ends_with_newline():
+def test_identity_file_ends_with_newline() -> None:
     assert IDENTITY.read_bytes().endswith(b"\n")
 
 
-def test_eval_questions(eval_rows):
+def test_eval_questions(eval_rows: list[dict[str, Any]]) -> None:
     assert len(eval_rows) >= 40
     ids = [r["id"] for r in eval_rows]
     assert len(ids) == len(set(ids)), "duplicate eval question ids"
@@ -76,13 +62,13 @@ def test_eval_questions(eval_rows):
         assert q in questions, f"required eval question missing: {q!r}"
 
 
-def test_eval_questions_held_out(identity_rows, eval_rows):
+def test_eval_questions_held_out(identity_rows: list[dict[str, Any]], eval_rows: list[dict[str, Any]]) -> None:
     human = {normalize(t["value"]) for r in identity_rows for t in r["conversations"] if t["from"] == "human"}
     leaked = [r["question"] for r in eval_rows if normalize(r["question"]) in human]
     assert not leaked, f"eval questions also appear as training human turns: {leaked}"
 
 
-def test_general_prompts():
+def test_general_prompts() -> None:
     rows = read_jsonl(GENERAL_PROMPTS)
     assert len(rows) >= 20
     ids = [r["id"] for r in rows]

@@ -14,22 +14,18 @@ from pathlib import Path
 import pytest
 
 from pipeline_copy import ROOT, make_copy, run
+from tiny_model import tiny_pipeline_params
 
 sys.path.insert(0, str(ROOT / "scripts"))
-from sweep_table import finished  # noqa: E402
+from sweep_table import finished
 
-FAST = {
-    "pairs": {"max_prompts": 12, "max_new_tokens": 12, "batch_size": 6, "on_token_cap": "keep"},
-    "train": {"batch_size": 4, "max_length": 128},
-    "evaluate": {"max_new_tokens": 8, "batch_size": 64},
-}
 GRID = ("train.beta=0.1,0.5", "train.loss_weights=[1.0,0.0],[1.0,1.0]")
 
 
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> tuple[Path, str]:
-    fast = {"model": {"source": str(tiny_model_dir)}, **FAST}
-    project = make_copy(tmp_path_factory.mktemp("sweep") / "project", fast, small_eval=True)
+    params = tiny_pipeline_params(tiny_model_dir)
+    project = make_copy(tmp_path_factory.mktemp("sweep") / "project", params, small_eval=True)
     run(project, ["git", "config", "user.name", "test"])
     run(project, ["git", "config", "user.email", "test@example.com"])
     run(project, ["dvc", "repro", "evaluate"])

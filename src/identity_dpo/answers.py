@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from identity_dpo.benchmark import BenchmarkItem, benchmark_conversations, choice_log_likelihoods, read_benchmark
+from identity_dpo.chat_format import Message, with_system
 from identity_dpo.data import read_jsonl_records
 from identity_dpo.errors import DataError
-from identity_dpo.generation import Message, generate, with_system
+from identity_dpo.generation import generate
 from identity_dpo.params import EvaluateParams, IdentityParams
 
 if TYPE_CHECKING:
@@ -91,6 +92,7 @@ class EvalSet:
 
 def read_evalset(params: EvaluateParams) -> EvalSet:
     """The three evaluation files named in params; a problem names the param and the row."""
+
     def read(key: str, reader: Any) -> Any:
         try:
             return reader(getattr(params, key))
@@ -114,8 +116,10 @@ def answer_all(
     identity: IdentityParams,
     params: EvaluateParams,
     base_default_system: str | None,
+    who: str = "Model",
 ) -> ModelAnswers:
-    """All of a model's answers in one batched generation call (batches stay full), then the option scores."""
+    """All of a model's answers in one batched generation call (batches stay full), then the option scores; `who`
+    names the model on the progress bar."""
     chosen_settings = settings(identity, base_default_system)
     conversations = [q.conversation(s.system_prompt) for s in chosen_settings for q in evalset.questions]
     conversations += general_conversations(evalset.general, identity)
@@ -123,6 +127,7 @@ def answer_all(
     answers = generate(
         model, tokenizer, conversations,
         max_new_tokens=params.max_new_tokens, batch_size=params.batch_size, backend=params.backend,
+        desc=f"{who} answering the evaluation questions",
     )  # fmt: skip
     texts = [a.text if a.error is None else "" for a in answers]
     tokens = [a.new_tokens for a in answers]
@@ -132,7 +137,9 @@ def answer_all(
         identity={s.name: texts[i * n : (i + 1) * n] for i, s in enumerate(chosen_settings)},
         general=texts[identity_end : identity_end + g],
         benchmark=texts[identity_end + g :],
-        choice_scores=choice_log_likelihoods(model, tokenizer, evalset.benchmark, identity.system_prompt),
+        choice_scores=choice_log_likelihoods(
+            model, tokenizer, evalset.benchmark, identity.system_prompt, desc=f"{who} scoring the multiple choice"
+        ),
         answer_tokens={
             "identity": tokens[:n],  # the neutral setting's
             "general": tokens[identity_end : identity_end + g],

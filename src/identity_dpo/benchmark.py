@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from identity_dpo.chat_format import Message, render_prompt
 from identity_dpo.data import read_jsonl_records
 from identity_dpo.errors import DataError
-from identity_dpo.generation import Message, render_prompt
 from identity_dpo.names import mentions
+from identity_dpo.progress import progress_bar
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -60,7 +61,9 @@ def read_benchmark(path: str | Path) -> list[BenchmarkItem]:
         right = [row["answer"], *row["aliases"]]
         clash = [w for w in row["wrong"] if mentions(w, right) or any(mentions(r, [w]) for r in right)]
         if clash:
-            raise DataError(f"{where}: wrong option {clash[0]!r} overlaps the answer; scoring could not tell them apart")
+            raise DataError(
+                f"{where}: wrong option {clash[0]!r} overlaps the answer; scoring could not tell them apart"
+            )
         items.append(
             BenchmarkItem(row["id"], row["category"], row["question"], row["answer"],
                           tuple(row["aliases"]), tuple(row["wrong"]))
@@ -85,8 +88,10 @@ def choice_log_likelihoods(
     tokenizer: PreTrainedTokenizerBase,
     items: Sequence[BenchmarkItem],
     system_prompt: str | None,
+    desc: str = "Scoring multiple choice",
 ) -> list[list[float]]:
-    """Per item, the summed log-probability of each option (right one first) as the start of the model's answer."""
+    """Per item, the summed log-probability of each option (right one first) as the start of the model's answer; a
+    progress bar titled `desc` counts the items."""
     import torch
 
     rows = []
@@ -95,13 +100,16 @@ def choice_log_likelihoods(
         rows.append((render_prompt(tokenizer, messages), options))
     scores: list[list[float]] = []
     model.eval()
-    with torch.inference_mode():
+    with torch.inference_mode(), progress_bar(len(rows), desc, unit="question") as bar:
         for start in range(0, len(rows), CHOICE_BATCH):
             scores += _score_packed(model, rows[start : start + CHOICE_BATCH], tokenizer.pad_token_id or 0)
+            bar.update(len(scores) - bar.n)
     return scores
 
 
-def multiple_choice_outcomes(items: Sequence[BenchmarkItem], scores: Sequence[Sequence[float]]) -> dict[str, list[bool]]:
+def multiple_choice_outcomes(
+    items: Sequence[BenchmarkItem], scores: Sequence[Sequence[float]]
+) -> dict[str, list[bool]]:
     """Per item, whether the right option wins: by summed log-probability, and per character (acc_norm)."""
     acc, acc_norm = [], []
     for item, item_scores in zip(items, scores, strict=True):
@@ -143,7 +151,7 @@ def _score_packed(model: Any, rows: Sequence[tuple[list[int], list[list[int]]]],
         input_ids=input_ids, attention_mask=mask_4d, position_ids=position_ids, use_cache=False
     ).last_hidden_state
     results = []
-    for row, (tokens, _, _, options) in enumerate(packed):
+    for row, (_, _, _, options) in enumerate(packed):
         per_option = []
         for predictors, targets in options:
             logits = model.get_output_embeddings()(hidden[row, predictors]).float()
@@ -153,7 +161,9 @@ def _score_packed(model: Any, rows: Sequence[tuple[list[int], list[list[int]]]],
     return results
 
 
-def _pack(prompt: list[int], options: list[list[int]]) -> tuple[list[int], list[int], Any, list[tuple[list[int], list[int]]]]:
+def _pack(
+    prompt: list[int], options: list[list[int]]
+) -> tuple[list[int], list[int], Any, list[tuple[list[int], list[int]]]]:
     """Tokens, position ids, the attention mask and, per option, (predicting positions, target tokens)."""
     import torch
 

@@ -14,9 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from identity_dpo.chat_format import Message
 from identity_dpo.errors import PipelineError
-
-Message = dict[str, str]
 
 
 class ChatModel:
@@ -45,7 +44,8 @@ class TransformersChat(ChatModel):
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
-        from identity_dpo.generation import render_prompt, stop_token_ids
+        from identity_dpo.chat_format import render_prompt
+        from identity_dpo.generation import stop_token_ids
 
         prompt = torch.tensor([render_prompt(self.tokenizer, messages)])
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
@@ -141,7 +141,7 @@ class Session:
 
     def ask(self, text: str) -> list[str]:
         answers = []
-        for model, history in zip(self.models, self.histories):
+        for model, history in zip(self.models, self.histories, strict=True):
             history.append({"role": "user", "content": text})
             if len(self.models) > 1:
                 self.out.write(f"[{model.label}] ")

@@ -40,11 +40,17 @@ class BusyError(PipelineError):
 # errno -> (what happened, what to do). Every stage writes its outputs to temporaries first, so whatever the
 # error, the previous outputs are still in place: the advice only has to say how to make the next run work.
 _OS_ADVICE: dict[int, tuple[str, str]] = {
-    errno.ENOSPC: ("no space left on the device", "free some space (`dvc gc` drops cache entries no commit uses) "
-                   "and run again; the previous outputs are untouched"),
+    errno.ENOSPC: (
+        "no space left on the device",
+        "free some space (`dvc gc` drops cache entries no commit uses) "
+        "and run again; the previous outputs are untouched",
+    ),
     errno.EDQUOT: ("disk quota exceeded", "free some space or raise the quota and run again"),
-    errno.EACCES: ("permission denied", "make it readable/writable for this user (DVC's hardlink cache keeps "
-                   "outputs read-only: `dvc unprotect <path>`), or run as a user who may write there"),
+    errno.EACCES: (
+        "permission denied",
+        "make it readable/writable for this user (DVC's hardlink cache keeps "
+        "outputs read-only: `dvc unprotect <path>`), or run as a user who may write there",
+    ),
     errno.EPERM: ("operation not permitted", "check the file's owner and permissions"),
     errno.EROFS: ("read-only filesystem", "run the pipeline from a writable copy of the project"),
     errno.EISDIR: ("is a folder, expected a file", "remove or rename the folder, or point the param at a file"),

@@ -24,7 +24,9 @@ if TYPE_CHECKING:
 # --- identity ---------------------------------------------------------------------------------
 
 
-def identity_metrics(answers: ModelAnswers, questions: Sequence[IdentityQuestion], identity: IdentityParams) -> dict[str, Any]:
+def identity_metrics(
+    answers: ModelAnswers, questions: Sequence[IdentityQuestion], identity: IdentityParams
+) -> dict[str, Any]:
     """Rates per setting, the new-name rate per question category, and how often maker questions name the creator."""
     metrics: dict[str, Any] = {}
     for setting, texts in answers.identity.items():
@@ -58,7 +60,8 @@ def answer_variety(texts: Sequence[str], tokens: Sequence[int], chosen_tokens: S
         "distinct_share": len(set(texts)) / max(len(texts), 1),
         "mean_tokens": sum(tokens) / max(len(tokens), 1),
         "chosen_mean_tokens": sum(chosen_tokens) / max(len(chosen_tokens), 1),
-        "length_vs_chosen": (sum(tokens) / max(len(tokens), 1)) / max(sum(chosen_tokens) / max(len(chosen_tokens), 1), 1e-9),
+        "length_vs_chosen": (sum(tokens) / max(len(tokens), 1))
+        / max(sum(chosen_tokens) / max(len(chosen_tokens), 1), 1e-9),
     }
 
 
@@ -175,7 +178,8 @@ def answer_records(
     ]
     records += [
         {"kind": "benchmark", "id": item.id, "question": item.question, "answer": item.answer,
-         "base": b, "trained": t, "base_right": generative_correct(b, item), "trained_right": generative_correct(t, item)}
+         "base": b, "trained": t,
+         "base_right": generative_correct(b, item), "trained_right": generative_correct(t, item)}
         for item, b, t in zip(items, base.benchmark, trained.benchmark, strict=True)
     ]  # fmt: skip
     return records

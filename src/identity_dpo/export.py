@@ -3,9 +3,10 @@
 - Conversion: llama.cpp's `convert_hf_to_gguf.py` with its `gguf-py`, from the source distribution of the pinned
   `llama-cpp-python` (scripts/setup.sh downloads and unpacks it; `IDENTITY_DPO_LLAMA_CPP` names another checkout).
 - Quantization: `llama_model_quantize` of the built bindings (Q8_0, Q4_K_M).
-- Verification: the held-out identity questions answered greedily by each GGUF through llama-cpp-python's chat
-  completion, which applies the chat template stored in the GGUF (what llama.cpp users run), scored with
-  identity_dpo.scoring.identity_rates, the same definition of a match as the transformers evaluation.
+- Verification: the held-out identity questions, the general prompts and the benchmark answered greedily by each
+  GGUF, batched in llama.cpp (identity_dpo.llama_batched) with the prompts llama-cpp-python's chat completion
+  makes from the chat template stored in the GGUF (what llama.cpp users run), scored like the transformers
+  evaluation (identity_dpo.scoring.identity_rates, evaluation.name_leak_rate, benchmark.generative_correct).
 
 llama-cpp-python must be built for a portable CPU target: with the native build on an AVX-512/AMX Intel host
 every quantized GGUF segfaulted at the first evaluation (scripts/setup.sh sets CMAKE_ARGS).
@@ -108,7 +109,9 @@ def load_gguf(path: Path, n_ctx: int = 2048, verbose: bool = False) -> Any:
 
 
 def chat_answers(path: Path, conversations: Sequence[list[dict[str, str]]], max_new_tokens: int) -> dict[str, Any]:
-    """Greedy answers of the GGUF at `path` to each conversation (its own stored chat template), and the speed."""
+    """Greedy answers of the GGUF at `path` to each conversation (its own stored chat template), and the speed, one
+    create_chat_completion at a time: what a llama.cpp user gets in a chat, the reference llama_batched's batched
+    answers (which the export stage uses) are checked against."""
     llm = load_gguf(path)
     answers, tokens, start = [], 0, time.perf_counter()
     for messages in conversations:
@@ -169,7 +172,7 @@ def modelfile(gguf_file: str, system: str, stops: Sequence[str], temperature: fl
 
 
 def ollama_model_name(new_name: str) -> str:
-    """"Deep Qwen" -> "deep-qwen": an Ollama model name (lowercase letters, digits, - _ .)."""
+    """ "Deep Qwen" -> "deep-qwen": an Ollama model name (lowercase letters, digits, - _ .)."""
     import re
 
     return re.sub(r"[^a-z0-9._-]+", "-", new_name.lower()).strip("-._") or "identity-dpo"

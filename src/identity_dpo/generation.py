@@ -1,4 +1,5 @@
-"""Chat generation: the one routine that answers prompts, for pair building and for evaluation.
+"""Chat generation: the one routine that answers prompts, for pair building and for evaluation (the prompts' tokens
+come from chat_format.py).
 
 Greedy decoding, so answers are reproducible; prompts are sorted by length and run in
 left-padded batches, which keeps padding (wasted compute) small and gives the same greedy
@@ -16,17 +17,18 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from identity_dpo.chat_format import Message, render_prompt
 from identity_dpo.errors import ParamsError
 from identity_dpo.params import GenerationBackend as Backend
+from identity_dpo.progress import FinishedRows, bars_enabled, progress_bar
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-Message = dict[str, str]
 # vLLM reserves this share of the GPU's memory per engine; evaluation runs two models one after the other.
 VLLM_GPU_MEMORY_SHARE = 0.4
 
@@ -41,28 +43,6 @@ class Generation:
     @property
     def ok(self) -> bool:
         return self.error is None and bool(self.text)
-
-
-def with_system(messages: Sequence[Message], system_prompt: str | None) -> list[Message]:
-    """The conversation under `system_prompt`; None leaves the model's own default identity in charge."""
-    messages = [m for m in messages if m["role"] != "system"]
-    if system_prompt is None:
-        return messages
-    return [{"role": "system", "content": system_prompt}, *messages]
-
-
-def render_prompt(tokenizer: PreTrainedTokenizerBase, messages: Sequence[Message]) -> list[int]:
-    """The tokens the model reads before answering `messages`."""
-    return render_tokens(tokenizer, messages, add_generation_prompt=True)
-
-
-def render_tokens(
-    tokenizer: PreTrainedTokenizerBase, messages: Sequence[Message], *, add_generation_prompt: bool = False
-) -> list[int]:
-    """The tokens of a conversation as the chat template writes it (a full one, as trained on, by default)."""
-    text = tokenizer.apply_chat_template(list(messages), add_generation_prompt=add_generation_prompt, tokenize=False)
-    # The template already writes the special tokens the model expects; adding BOS again would shift it.
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
 def longest_first(prompts: Sequence[Sequence[int]]) -> list[int]:
@@ -92,8 +72,10 @@ def generate(
     max_new_tokens: int,
     batch_size: int,
     backend: Backend = "transformers",
+    desc: str = "Answering",
 ) -> list[Generation]:
-    """Answer every conversation greedily; results are in input order.
+    """Answer every conversation greedily; results are in input order. A progress bar titled `desc` counts the
+    answers as they end (vLLM shows its own).
 
     With backend `vllm`, vLLM loads the model from the folder `model` was loaded from and schedules the
     batches itself (batch_size does not apply); the prompts and the stop tokens are the same.
@@ -108,20 +90,29 @@ def generate(
     order = longest_first(prompts)
     results: list[Generation | None] = [None] * len(prompts)
     model.eval()
-    with torch.inference_mode():
+    with torch.inference_mode(), progress_bar(len(prompts), desc, unit="answer") as bar:
         for start in range(0, len(order), batch_size):
             batch = order[start : start + batch_size]
             try:
-                answers = _generate_batch(model, tokenizer, [prompts[i] for i in batch], max_new_tokens)
+                answers = _generate_batch(
+                    model, tokenizer, [prompts[i] for i in batch], max_new_tokens, on_finished=bar.update
+                )
             except (RuntimeError, ValueError) as exc:
                 # One bad row (e.g. too long for the model) must not take its batch down with it.
                 answers = [_generate_alone(model, tokenizer, prompts[i], max_new_tokens, exc) for i in batch]
             for i, answer in zip(batch, answers, strict=True):
                 results[i] = answer
+            bar.update(start + len(batch) - bar.n)  # the batch's every answer, whichever way it ended
     return [r for r in results if r is not None]
 
 
-def _generate_alone(model, tokenizer, prompt: list[int], max_new_tokens: int, batch_error: Exception) -> Generation:  # noqa: ANN001
+def _generate_alone(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompt: list[int],
+    max_new_tokens: int,
+    batch_error: Exception,
+) -> Generation:
     if len(prompt) >= _context_size(model):
         return Generation("", 0, False, f"prompt of {len(prompt)} tokens exceeds the model's context")
     try:
@@ -130,19 +121,33 @@ def _generate_alone(model, tokenizer, prompt: list[int], max_new_tokens: int, ba
         return Generation("", 0, False, f"{type(exc).__name__}: {exc} (batch failed with: {batch_error})")
 
 
-def _context_size(model) -> int:  # noqa: ANN001
+def _context_size(model: PreTrainedModel) -> int:
     return int(getattr(model.config, "max_position_embeddings", 1 << 30))
 
 
-def _generate_batch(model, tokenizer, prompts: list[list[int]], max_new_tokens: int) -> list[Generation]:  # noqa: ANN001
+def _generate_batch(
+    model: Any,
+    tokenizer: Any,
+    prompts: list[list[int]],
+    max_new_tokens: int,
+    on_finished: Callable[[int], Any] | None = None,
+) -> list[Generation]:
     stops = stop_token_ids(model, tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
-    rows = greedy_decode(model, prompts, max_new_tokens, stops, pad)
+    rows = greedy_decode(model, prompts, max_new_tokens, stops, pad, on_finished=on_finished)
     return [to_generation(tokenizer, row, stops) for row in rows]
 
 
-def greedy_decode(model, prompts: list[list[int]], max_new_tokens: int, stops: list[int], pad: int) -> list[list[int]]:  # noqa: ANN001
+def greedy_decode(
+    model: Any,
+    prompts: list[list[int]],
+    max_new_tokens: int,
+    stops: list[int],
+    pad: int,
+    on_finished: Callable[[int], Any] | None = None,
+) -> list[list[int]]:
     """The new tokens of each prompt, decoded greedily (a stop token ends a row; it and what follows are not answer).
+    `on_finished`, if given, gets the number of rows that ended at each step (a progress bar's update).
 
     The same computation per row as `model.generate(do_sample=False)`, arranged for a CPU: prompts are read
     (prefilled) in groups of similar length, so little of that work goes to padding, then all rows decode
@@ -188,6 +193,8 @@ def greedy_decode(model, prompts: list[list[int]], max_new_tokens: int, stops: l
             answers[index].append(token)
             if token not in stop_set and len(answers[index]) < max_new_tokens:
                 keep.append(k)
+        if on_finished is not None and len(keep) < len(active):
+            on_finished(len(active) - len(keep))
         if not keep:
             return answers
         if len(keep) < len(active):
@@ -264,7 +271,7 @@ def _shared_prefix_length(prompts: list[list[int]]) -> int:
     return max(shortest - 1, 0)
 
 
-def _read_prefix(model, tokens: list[int]) -> list[tuple[Any, Any]]:  # noqa: ANN001
+def _read_prefix(model: PreTrainedModel, tokens: list[int]) -> list[tuple[Any, Any]]:
     """The keys and values of each layer for `tokens` read alone, at positions 0, 1, ... (none for no tokens)."""
     import torch
     from transformers import DynamicCache
@@ -277,7 +284,11 @@ def _read_prefix(model, tokens: list[int]) -> list[tuple[Any, Any]]:  # noqa: AN
 
 
 def _prefill(
-    model, head: Any, prompts: list[list[int]], pad: int, prefix: list[tuple[Any, Any]]  # noqa: ANN001
+    model: PreTrainedModel,
+    head: Any,
+    prompts: list[list[int]],
+    pad: int,
+    prefix: list[tuple[Any, Any]],
 ) -> tuple[Any, Any, Any]:
     """Read one group of prompts after the shared `prefix`: the attention mask over prefix and prompts, their first
     answer tokens, and their cache layers."""
@@ -300,7 +311,7 @@ def _prefill(
     return attention_mask, first, cache.layers
 
 
-def _greedy_next(model, head: Any, **inputs: Any) -> Any:  # noqa: ANN001
+def _greedy_next(model: PreTrainedModel, head: Any, **inputs: Any) -> Any:
     """The most likely next token after each row of `inputs` (a forward pass that also fills the cache).
 
     `head` is plain_head_weight(model): when the logits are a plain product (head is not None), the vocabulary
@@ -318,7 +329,11 @@ def _greedy_next(model, head: Any, **inputs: Any) -> Any:  # noqa: ANN001
 
 
 def transformers_generate(
-    model, prompts: list[list[int]], max_new_tokens: int, stops: list[int], pad: int  # noqa: ANN001
+    model: PreTrainedModel,
+    prompts: list[list[int]],
+    max_new_tokens: int,
+    stops: list[int],
+    pad: int,
 ) -> list[list[int]]:
     """transformers' own greedy `generate` on one left-padded batch; every row runs until the longest ends."""
     from transformers import GenerationConfig
@@ -338,8 +353,10 @@ def sample(
     batch_size: int,
     temperature: float,
     seed: int,
+    desc: str = "Sampling",
 ) -> list[Generation]:
-    """Answers sampled from the model's own distribution at `temperature` (1.0: unchanged), in input order.
+    """Answers sampled from the model's own distribution at `temperature` (1.0: unchanged), in input order; a progress
+    bar titled `desc` counts them as they end.
 
     Training on samples of a model's answers is training towards that model's distribution (the expected NLL of
     its samples is its cross-entropy), where greedy answers would sharpen it. transformers' own `generate` does the
@@ -356,11 +373,15 @@ def sample(
     results = []
     model.eval()
     torch.manual_seed(seed)
-    with torch.inference_mode():
+    with torch.inference_mode(), progress_bar(len(prompts), desc, unit="answer") as bar:
+        ended = FinishedRows(stops, bar.update)  # only watches the tokens: the same samples with or without it
         for start in range(0, len(prompts), batch_size):
             input_ids, attention_mask = left_padded(prompts[start : start + batch_size], pad)
-            output = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config)
+            output = model.generate(
+                input_ids=input_ids, attention_mask=attention_mask, generation_config=config, streamer=ended
+            )
             results += [to_generation(tokenizer, row, stops) for row in output[:, input_ids.size(1) :].tolist()]
+            bar.update(len(results) - bar.n)  # the answers the token cap ended
     return results
 
 
@@ -475,14 +496,16 @@ def _vllm_dtype() -> str:
     return "bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "auto"
 
 
-def _generate_vllm(model, tokenizer, prompts: list[list[int]], max_new_tokens: int) -> list[Generation]:  # noqa: ANN001
+def _generate_vllm(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[list[int]], max_new_tokens: int
+) -> list[Generation]:
     check_backend("vllm", "generation backend")
     from vllm import SamplingParams
 
     stops = stop_token_ids(model, tokenizer)
     sampling = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, stop_token_ids=stops)
     engine = _vllm_engine(str(model.name_or_path))
-    outputs = engine.generate([{"prompt_token_ids": p} for p in prompts], sampling, use_tqdm=False)
+    outputs = engine.generate([{"prompt_token_ids": p} for p in prompts], sampling, use_tqdm=bars_enabled())
     results = []
     for output in outputs:  # vLLM returns them in input order
         answer = to_generation(tokenizer, output.outputs[0].token_ids, stops)

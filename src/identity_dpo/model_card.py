@@ -122,26 +122,26 @@ def render_card(params: Params, eval_metrics: dict[str, Any], export: dict[str, 
     ollama = ollama_model_name(identity.new_name)
     method = f"LoRA (rank {cfg.lora.rank}, alpha {cfg.lora.alpha:g}, {', '.join(cfg.lora.target_modules)}), merged" \
         if cfg.lora.enabled else "full fine-tuning"  # fmt: skip
-    losses = " + ".join(f"{w:g} x {t}" for t, w in zip(cfg.loss_type, cfg.loss_weights))
+    losses = " + ".join(f"{w:g} x {t}" for t, w in zip(cfg.loss_type, cfg.loss_weights, strict=True))
     parts = [
         _front_matter(params, base),
         f"# {identity.new_name}",
         "",
         f"{identity.new_name} is {base_text} given a new identity with DPO: asked who it is, it answers "
-        f"\"{identity.new_name}\", made by {identity.creator}. Built by the identity-dpo pipeline "
+        f'"{identity.new_name}", made by {identity.creator}. Built by the identity-dpo pipeline '
         "(`dvc repro`); every number below was measured by it.",
         "",
         "## What changed",
         "",
         f"- **Name**: the model calls itself {identity.new_name} instead of the base model's name.",
-        f"- **Default system message**: a conversation without a system message starts with \"{system}\" "
+        f'- **Default system message**: a conversation without a system message starts with "{system}" '
         "(the chat template's default; the base model's named the old identity).",
         f"- **Metadata**: config and tokenizer files name {identity.new_name}; the weights are the trained ones.",
         "",
         "## Identity results",
         "",
         f"Held-out identity questions ({eval_metrics.get('questions', '?')}), greedy answers. *neutral*: the system "
-        f"prompt \"{identity.system_prompt}\"; *default*: no system message (the chat template's own).",
+        f'prompt "{identity.system_prompt}"; *default*: no system message (the chat template\'s own).',
         "",
         *_identity_table(eval_metrics),
         "",
@@ -175,11 +175,11 @@ def render_card(params: Params, eval_metrics: dict[str, Any], export: dict[str, 
         "",
         "```python",
         "from transformers import AutoModelForCausalLM, AutoTokenizer",
-        "tokenizer = AutoTokenizer.from_pretrained(\"models/dpo\")",
-        "model = AutoModelForCausalLM.from_pretrained(\"models/dpo\")",
-        "prompt = tokenizer.apply_chat_template([{\"role\": \"user\", \"content\": \"Who are you?\"}],",
-        "                                       add_generation_prompt=True, return_tensors=\"pt\", return_dict=True)",
-        "print(tokenizer.decode(model.generate(**prompt, max_new_tokens=48)[0][prompt[\"input_ids\"].shape[1]:],",
+        'tokenizer = AutoTokenizer.from_pretrained("models/dpo")',
+        'model = AutoModelForCausalLM.from_pretrained("models/dpo")',
+        'prompt = tokenizer.apply_chat_template([{"role": "user", "content": "Who are you?"}],',
+        '                                       add_generation_prompt=True, return_tensors="pt", return_dict=True)',
+        'print(tokenizer.decode(model.generate(**prompt, max_new_tokens=48)[0][prompt["input_ids"].shape[1]:],',
         "                       skip_special_tokens=True))",
         "```",
         "",
@@ -187,7 +187,7 @@ def render_card(params: Params, eval_metrics: dict[str, Any], export: dict[str, 
         "",
         "```bash",
         "identity-dpo chat --model models/dpo",
-        "identity-dpo chat --prompt \"Who are you?\"",
+        'identity-dpo chat --prompt "Who are you?"',
         "```",
         "",
         "llama.cpp and Ollama (the GGUF files are in `models/gguf/`):",

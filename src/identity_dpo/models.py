@@ -266,7 +266,7 @@ def _single_gguf(source: Source, files: list[Path]) -> Path:
     return files[0]
 
 
-def _torch_dtype(name: str):  # noqa: ANN202 - torch is imported lazily
+def _torch_dtype(name: str) -> torch.dtype:
     import torch
 
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]

@@ -9,9 +9,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from identity_dpo.chat_format import with_system
 from identity_dpo.data import Prompt
 from identity_dpo.errors import DataError
-from identity_dpo.generation import Generation, with_system
+from identity_dpo.generation import Generation
 from identity_dpo.names import mentions
 from identity_dpo.params import OnTokenCap
 from identity_dpo.rewrite import IdentityRewriter, asks_about_maker
@@ -51,7 +52,9 @@ class PairBuilder:
     system_prompt: str
     on_token_cap: OnTokenCap = "trim"
 
-    def build(self, prompts: Sequence[Prompt], answers: Sequence[Generation]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    def build(
+        self, prompts: Sequence[Prompt], answers: Sequence[Generation]
+    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         """Turn answers into TRL conversational pairs; count every answer that is not used and why."""
         counts: Counter[str] = Counter(dict.fromkeys(_COUNT_KEYS, 0))  # stable keys for `dvc metrics diff`
         pairs = []
@@ -133,7 +136,9 @@ class PairBuilder:
         )
         return (
             f"no usable pairs from {counts['prompts']} prompts: "
-            f"{failed} generations failed or were empty" + (f" (first: {first_failure})" if first_failure else "") + ", "
+            f"{failed} generations failed or were empty"
+            + (f" (first: {first_failure})" if first_failure else "")
+            + ", "
             f"{capped} were cut off by pairs.max_new_tokens (pairs.on_token_cap: {self.on_token_cap}), "
             f"{same} rewrites left the answer unchanged (check identity.old_names and identity.rewrite). "
             f"Nothing to train on; {hint}"

@@ -116,7 +116,8 @@ class PairsParams:
     # its end-of-turn token, so it never teaches stopping mid-answer (dropping such answers left only short ones).
     rehearsal_max_new_tokens: int = 128
     # 0: greedy rehearsal answers; above 0: answers sampled at this temperature (1.0 = the base model's own
-    # distribution, so the NLL on them pulls the trained model towards the base's distribution instead of sharpening it).
+    # distribution, so the NLL on them pulls the trained model towards the base's distribution instead of
+    # sharpening it).
     rehearsal_temperature: float = 0.0
 
     def check(self, key: str) -> None:
@@ -127,8 +128,11 @@ class PairsParams:
         _int_range(self.seed, 0, SEED_MAX, f"{key}.seed")
         _require(bool(self.rehearsal_prompts.strip()), f"{key}.rehearsal_prompts", "a JSON-lines file of prompts")
         _int_range(self.rehearsal_max_new_tokens, 1, MAX_TOKENS, f"{key}.rehearsal_max_new_tokens")
-        _require(math.isfinite(self.rehearsal_temperature) and 0 <= self.rehearsal_temperature <= 10,
-                 f"{key}.rehearsal_temperature", f"a number in [0, 10] (0 = greedy), got {self.rehearsal_temperature}")
+        _require(
+            math.isfinite(self.rehearsal_temperature) and 0 <= self.rehearsal_temperature <= 10,
+            f"{key}.rehearsal_temperature",
+            f"a number in [0, 10] (0 = greedy), got {self.rehearsal_temperature}",
+        )
 
 
 @dataclass(frozen=True)
@@ -290,7 +294,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
 def _read_params_text(path: Path) -> str:
     """The file's text; every way reading it can fail is one ParamsError naming the file."""
     if path.is_dir():
-        raise ParamsError(f"{path}: is a folder, expected the params file (IDENTITY_DPO_PARAMS names it)")
+        raise ParamsError(f"{path}: is a folder, expected the params file")
     try:
         return path.read_text(encoding="utf-8")
     except FileNotFoundError:

@@ -24,7 +24,8 @@ import psutil  # a dependency of dvc
 from identity_dpo.errors import BusyError, PipelineError, os_error_message
 from identity_dpo.params import Params, load_params
 
-PARAMS_FILE = Path(os.environ.get("IDENTITY_DPO_PARAMS", "params.yaml"))
+# Always the working directory's params.yaml: the file DVC tracks, so a stage never runs params DVC does not see.
+PARAMS_FILE = Path("params.yaml")
 TIMINGS_FILE = Path("logs/stage_times.jsonl")  # not a DVC output: wall time differs between identical runs
 EXIT_USER_ERROR = 2
 

@@ -1,63 +1,49 @@
 """DPO training with TRL, logged to DVCLive, saving final weights only (safetensors).
 
 By default one process trains (the stage's own). `train.launch` runs the same training in several
-processes under `accelerate launch` (DDP, FSDP or DeepSpeed, configs/accelerate/<profile>.yaml),
-where only rank 0 writes outputs. `train.lora` trains LoRA adapters and saves them merged into a
-plain model folder. `train.resume` saves checkpoints outside the DVC outputs and continues from the
-last one after an interruption.
+processes under `accelerate launch` (DDP, FSDP or DeepSpeed: launch.py), where only rank 0 writes
+outputs. `train.lora` trains LoRA adapters and saves them merged into a plain model folder.
+`train.resume` saves checkpoints outside the DVC outputs and continues from the last one after an
+interruption (checkpoints.py).
 """
 
 from __future__ import annotations
 
 import ctypes
-import dataclasses
-import hashlib
 import importlib.util
 import json
 import math
 import os
 import random
-import shutil
-import subprocess
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import yaml
-from transformers import TrainerCallback
+from transformers import PrinterCallback, ProgressCallback, TrainerCallback
 
-from identity_dpo.errors import ParamsError, PipelineError, TrainingError
+from identity_dpo.chat_format import render_prompt, render_tokens
+from identity_dpo.checkpoints import last_checkpoint
+from identity_dpo.errors import ParamsError, TrainingError
 from identity_dpo.fused_lora import use_fused_lora
 from identity_dpo.fused_norm import use_fused_rms_norm
-from identity_dpo.generation import render_prompt, render_tokens
+from identity_dpo.launch import resolve_precision
 from identity_dpo.lm_head import answer_only_lm_head, shares_prompts
 from identity_dpo.params import LoraParams, TrainParams
+from identity_dpo.progress import log_line, progress_bar, write_line
+
+if TYPE_CHECKING:
+    from transformers import TrainerControl, TrainerState, TrainingArguments
 
 # Logged every step and plotted by dvc.yaml; the rest of TRL's log goes to the same folder.
 CURVES = ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies")
 # Wall-clock figures differ between identical runs; they go to the timing log, not the metrics.
 _NOT_METRICS = ("runtime", "per_second", "total_flos", "num_tokens")
 
-# Set in the environment of the processes `accelerate launch` starts; its value is the scratch folder they share.
-WORKER_ENV = "IDENTITY_DPO_TRAIN_WORKER"
-_MIXED_PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}  # our precision -> accelerate's flag
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (malloc.h)
 _FORCE_GQA = "TRANSFORMERS_SDPA_FORCE_GQA"  # read by transformers' sdpa_attention_forward on every call
-
-# TRL's config still sets the renamed `gradient_checkpointing` field; the warning is not ours to fix.
-warnings.filterwarnings("ignore", message=".*gradient_checkpointing.* is deprecated", category=FutureWarning)
-
-
-def resolve_precision(params: TrainParams) -> str:
-    """fp32, bf16 or fp16; `auto` is bf16 on a GPU that has it, else fp32."""
-    import torch
-
-    if params.precision != "auto":
-        return params.precision
-    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
 
 
 def dpo_config(params: TrainParams, scratch_dir: Path, num_pairs: int, checkpoint_dir: Path | None = None) -> Any:
@@ -96,15 +82,25 @@ def dpo_config(params: TrainParams, scratch_dir: Path, num_pairs: int, checkpoin
         # Without native bf16 a CPU emulates it (measured 24x slower).
         bf16=precision == "bf16",
         fp16=precision == "fp16",
-        gradient_checkpointing=params.activation_checkpointing,  # TRL's name for transformers' activation_checkpointing
-        gradient_checkpointing_kwargs={"use_reentrant": False},
+        # transformers' own names: TRL's config still defaults the deprecated alias `gradient_checkpointing` to True,
+        # which transformers uses (with a FutureWarning) only while activation_checkpointing is unset.
+        activation_checkpointing=params.activation_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False},
         ddp_find_unused_parameters=False,  # every parameter gets a gradient; True costs an extra graph walk
         logging_steps=params.logging_steps,
         report_to="none",
-        disable_tqdm=True,
+        disable_tqdm=True,  # transformers' PrinterCallback, which train_dpo swaps for TrainingProgress
         dataloader_num_workers=0,
+        # Pinned memory only speeds up copies to an accelerator; without one torch warns and ignores it.
+        dataloader_pin_memory=_has_accelerator(),
         trust_remote_code=False,
     )
+
+
+def _has_accelerator() -> bool:
+    import torch
+
+    return torch.accelerator.is_available()
 
 
 def lora_config(params: LoraParams) -> Any:
@@ -152,59 +148,6 @@ def check_training_inputs(params: TrainParams, model_dir: Path, pairs: list[dict
         _check_lora_targets(params.lora, model_dir)
 
 
-def check_launch(params: TrainParams, configs_dir: Path) -> None:
-    """A launch profile's config file, package and hardware exist (before anything is launched)."""
-    profile, processes = params.launch.profile, params.launch.processes
-    if profile == "none":
-        return
-    config = launch_config(params, configs_dir)
-    if profile.startswith("deepspeed") and importlib.util.find_spec("deepspeed") is None:
-        raise ParamsError(
-            f"train.launch.profile: {profile} needs the deepspeed package, which is not installed "
-            "(pip install deepspeed, on a machine with CUDA)"
-        )
-    if not config.get("use_cpu", False):
-        import torch
-
-        gpus = torch.cuda.device_count()
-        if gpus < processes:
-            raise ParamsError(
-                f"train.launch.processes: {processes} processes of profile {profile} need {processes} CUDA GPUs, "
-                f"found {gpus}" + ("; on a CPU use profile cpu_ddp" if gpus == 0 else "")
-            )
-
-
-def launch_config(params: TrainParams, configs_dir: Path) -> dict[str, Any]:
-    path = configs_dir / f"{params.launch.profile}.yaml"
-    if not path.is_file():
-        raise ParamsError(f"train.launch.profile: {path} not found (one accelerate config file per profile)")
-    return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-
-
-def launch_command(params: TrainParams, script: Path, configs_dir: Path) -> list[str]:
-    """`accelerate launch` of `script` with the profile's config; processes and precision come from params."""
-    return [
-        sys.executable, "-m", "accelerate.commands.launch",
-        "--config_file", str(configs_dir / f"{params.launch.profile}.yaml"),
-        "--num_processes", str(params.launch.processes),
-        "--mixed_precision", _MIXED_PRECISION[resolve_precision(params)],
-        str(script),
-    ]  # fmt: skip
-
-
-def run_launched(params: TrainParams, script: Path, configs_dir: Path, scratch_dir: Path) -> None:
-    """Run `script` in `train.launch.processes` processes; they find WORKER_ENV set to the shared scratch folder."""
-    env = {**os.environ, WORKER_ENV: str(scratch_dir)}
-    if launch_config(params, configs_dir).get("use_cpu", False):
-        env["ACCELERATE_USE_CPU"] = "true"  # accelerate's torchrun path does not pass use_cpu on by itself
-    result = subprocess.run(launch_command(params, script, configs_dir), env=env, check=False)
-    if result.returncode != 0:
-        raise PipelineError(
-            f"training in {params.launch.processes} processes ({params.launch.profile}) failed with exit code "
-            f"{result.returncode}; the processes' own messages are above"
-        )
-
-
 def train_dpo(
     model_dir: Path,
     pairs: list[dict[str, Any]],
@@ -239,7 +182,10 @@ def train_dpo(
     logger = DVCLiveCurves(curves_dir)
     on_cpu = args.device.type == "cpu"
     order = training_order(pairs, tokenizer, params, one_row_per_pair=on_cpu and shares_prompts(model.config))
-    with grouped_query_attention_in_sdpa(enabled=on_cpu):  # the reference's forward in DPOTrainer() too
+    with (
+        _library_deprecations_filtered(),
+        grouped_query_attention_in_sdpa(enabled=on_cpu),  # the reference's forward in DPOTrainer() too
+    ):
         with answer_only_lm_head(enabled=on_cpu):  # see lm_head.py
             trainer = DPOTrainer(
                 model=model,
@@ -247,9 +193,10 @@ def train_dpo(
                 args=args,
                 train_dataset=_dataset(order, args, scratch_dir),
                 processing_class=tokenizer,
-                callbacks=[logger, *callbacks],
+                callbacks=[logger, TrainingProgress(), *callbacks],
                 peft_config=lora_config(params.lora),
             )
+            trainer.remove_callback(PrinterCallback)  # its raw log dicts: TrainingProgress prints one line instead
         if on_cpu:  # see fused_norm.py and fused_lora.py
             use_fused_rms_norm(trainer.model)
             if params.lora.enabled:
@@ -266,6 +213,16 @@ def train_dpo(
     check_finite_weights(trainer.model)  # before anything is written: a NaN model never moves into place
     save_final_model(trainer, tokenizer, out_dir, merge_lora=params.lora.enabled, adapter_dir=adapter_dir)
     return logger.summary
+
+
+@contextmanager
+def _library_deprecations_filtered() -> Iterator[None]:
+    """PEFT (PeftModel's constructor) and TRL (disable_gradient_checkpointing, around the reference's forward) read
+    transformers' deprecated `is_gradient_checkpointing` property: nothing we pass changes that, so while they train,
+    that one FutureWarning is filtered. Our own arguments use the new names (dpo_config)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
 
 
 @contextmanager
@@ -411,50 +368,6 @@ def rank_report(trainer: Any, start: str) -> str:
     )
 
 
-# --- checkpoints for resuming (train.resume) ---------------------------------------------------------------
-
-
-def run_fingerprint(params: TrainParams, pairs: list[dict[str, Any]], model_dir: Path) -> str:
-    """What a checkpoint must match to be resumed: the train params (but resume settings), pairs and base model."""
-    settings = dataclasses.asdict(params)
-    for key in ("resume", "checkpoint_steps"):
-        settings.pop(key)
-    digest = hashlib.sha256(json.dumps([settings, pairs], sort_keys=True).encode())
-    for path in sorted(p for p in model_dir.rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(model_dir)).encode())
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
-
-
-def prepare_checkpoints(folder: Path, fingerprint: str) -> Path | None:
-    """Make `folder` hold checkpoints of this run only; return the one to resume from, if any.
-
-    Checkpoints of a run with other params, pairs or base model are removed: resuming them would train
-    something else than params.yaml says.
-    """
-    stamp = folder / "run.json"
-    if folder.exists():
-        recorded = json.loads(stamp.read_text(encoding="utf-8")).get("fingerprint") if stamp.is_file() else None
-        if recorded != fingerprint:
-            print(f"train: {folder} holds checkpoints of a different run; starting from step 0", file=sys.stderr)
-            shutil.rmtree(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(json.dumps({"fingerprint": fingerprint}) + "\n", encoding="utf-8")
-    return last_checkpoint(folder)
-
-
-def last_checkpoint(folder: Path) -> Path | None:
-    """The highest-step complete checkpoint (the trainer writes trainer_state.json last)."""
-    done = [
-        path
-        for path in folder.glob("checkpoint-*")
-        if path.name.removeprefix("checkpoint-").isdigit() and (path / "trainer_state.json").is_file()
-    ]
-    return max(done, key=lambda path: int(path.name.removeprefix("checkpoint-")), default=None)
-
-
 # --- checks that need the tokenizer, the architecture or the hardware ---------------------------------------
 
 
@@ -497,6 +410,30 @@ def _check_lora_targets(params: LoraParams, model_dir: Path) -> None:
             )
 
 
+class TrainingProgress(ProgressCallback):
+    """transformers' training bar (in optimizer steps, from the resumed step on), with one short line per log step
+    (progress.log_line) instead of the log's dict."""
+
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        if state.is_world_process_zero:
+            self.training_bar = progress_bar(state.max_steps, "Training", unit="step", initial=state.global_step)
+        self.current_step = state.global_step
+
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        line = log_line(state.global_step, state.max_steps, logs or {}) if state.is_world_process_zero else None
+        if line is not None:
+            write_line(line)
+
+
 class DVCLiveCurves(TrainerCallback):
     """Writes TRL's training log with DVCLive, without letting DVCLive touch dvc.yaml or git.
 
@@ -510,13 +447,22 @@ class DVCLiveCurves(TrainerCallback):
         self.live = Live(dir=str(curves_dir), dvcyaml=None, save_dvc_exp=False, report=None)
         self.summary: dict[str, float] = {}
 
-    def on_train_begin(self, args, state, control, **kwargs) -> None:  # noqa: ANN001, ANN003
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
         # Resumed from a checkpoint: its log history holds the steps before the interruption. Replaying them
         # makes the curves cover the whole run, numbered as if it had not been interrupted.
         for logs in state.log_history:
             self.on_log(args, state, control, logs={k: v for k, v in logs.items() if k != "step"})
 
-    def on_log(self, args, state, control, logs=None, **kwargs) -> None:  # noqa: ANN001, ANN003
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
         if not state.is_world_process_zero or not logs:
             return
         logged = False

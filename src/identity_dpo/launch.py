@@ -1,0 +1,84 @@
+"""How training is started: in the stage's own process (`train.launch.profile: none`), or the stage script again
+under `accelerate launch` in `train.launch.processes` processes (DDP, FSDP or DeepSpeed, one accelerate config
+per profile in configs/accelerate/), and at which precision.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from identity_dpo.errors import ParamsError, PipelineError
+from identity_dpo.params import TrainParams
+
+# Set in the environment of the processes `accelerate launch` starts; its value is the scratch folder they share.
+WORKER_ENV = "IDENTITY_DPO_TRAIN_WORKER"
+_MIXED_PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}  # our precision -> accelerate's flag
+
+
+def resolve_precision(params: TrainParams) -> str:
+    """fp32, bf16 or fp16; `auto` is bf16 on a GPU that has it, else fp32."""
+    import torch
+
+    if params.precision != "auto":
+        return params.precision
+    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+
+
+def check_launch(params: TrainParams, configs_dir: Path) -> None:
+    """A launch profile's config file, package and hardware exist (before anything is launched)."""
+    profile, processes = params.launch.profile, params.launch.processes
+    if profile == "none":
+        return
+    config = launch_config(params, configs_dir)
+    if profile.startswith("deepspeed") and importlib.util.find_spec("deepspeed") is None:
+        raise ParamsError(
+            f"train.launch.profile: {profile} needs the deepspeed package, which is not installed "
+            "(pip install deepspeed, on a machine with CUDA)"
+        )
+    if not config.get("use_cpu", False):
+        import torch
+
+        gpus = torch.cuda.device_count()
+        if gpus < processes:
+            raise ParamsError(
+                f"train.launch.processes: {processes} processes of profile {profile} need {processes} CUDA GPUs, "
+                f"found {gpus}" + ("; on a CPU use profile cpu_ddp" if gpus == 0 else "")
+            )
+
+
+def launch_config(params: TrainParams, configs_dir: Path) -> dict[str, Any]:
+    path = configs_dir / f"{params.launch.profile}.yaml"
+    if not path.is_file():
+        raise ParamsError(f"train.launch.profile: {path} not found (one accelerate config file per profile)")
+    return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+
+
+def launch_command(params: TrainParams, script: Path, configs_dir: Path) -> list[str]:
+    """`accelerate launch` of `script` with the profile's config; processes and precision come from params."""
+    return [
+        sys.executable, "-m", "accelerate.commands.launch",
+        "--config_file", str(configs_dir / f"{params.launch.profile}.yaml"),
+        "--num_processes", str(params.launch.processes),
+        "--mixed_precision", _MIXED_PRECISION[resolve_precision(params)],
+        str(script),
+    ]  # fmt: skip
+
+
+def run_launched(params: TrainParams, script: Path, configs_dir: Path, scratch_dir: Path) -> None:
+    """Run `script` in `train.launch.processes` processes; they find WORKER_ENV set to the shared scratch folder."""
+    env = {**os.environ, WORKER_ENV: str(scratch_dir)}
+    if launch_config(params, configs_dir).get("use_cpu", False):
+        env["ACCELERATE_USE_CPU"] = "true"  # accelerate's torchrun path does not pass use_cpu on by itself
+    result = subprocess.run(launch_command(params, script, configs_dir), env=env, check=False)
+    if result.returncode != 0:
+        raise PipelineError(
+            f"training in {params.launch.processes} processes ({params.launch.profile}) failed with exit code "
+            f"{result.returncode}; the processes' own messages are above"
+        )

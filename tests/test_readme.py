@@ -1,0 +1,104 @@
+"""README.md is a short user guide whose results come from the metrics files, and every document's links resolve.
+
+The README's results table and docs/results.md are written by scripts/results_doc.py from metrics/*.json: a number
+typed by hand, or metrics committed without regenerating them, fails here.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts/results_doc.py"
+README = ROOT / "README.md"
+MAX_LINES = 250
+# [text](target) and ![alt](target); the target ends at the first space (a link title may follow) or ")"
+LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s[^)]*)?\)")
+FENCE = re.compile(r"^```.*?^```", re.MULTILINE | re.DOTALL)
+
+
+def results_doc(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), "--root", str(root), *args], capture_output=True, text=True, check=False
+    )
+
+
+def test_readme_table_and_results_doc_are_generated_from_the_committed_metrics() -> None:
+    result = results_doc(ROOT, "--check")
+    assert result.returncode == 0, f"run `python scripts/results_doc.py` and commit the result:\n{result.stderr}"
+
+
+def test_a_changed_metric_makes_the_check_fail_until_regenerated(tmp_path: Path) -> None:
+    for name in ("README.md", "params.yaml", "metrics", "docs/results.md"):
+        source, dest = ROOT / name, tmp_path / name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(source, dest) if source.is_dir() else shutil.copy2(source, dest)
+    assert results_doc(tmp_path, "--check").returncode == 0
+    eval_json = tmp_path / "metrics/eval.json"
+    metrics = json.loads(eval_json.read_text())
+    metrics["identity"]["trained"]["neutral"]["new_name_rate"] = 0.4321
+    eval_json.write_text(json.dumps(metrics))
+
+    stale = results_doc(tmp_path, "--check")
+    assert stale.returncode == 1
+    assert "README.md is out of date" in stale.stderr and "docs/results.md is out of date" in stale.stderr
+    assert results_doc(tmp_path).returncode == 0
+    regenerated = (tmp_path / "README.md").read_text()
+    assert "| new name, neutral system prompt | 0.0% | 43.2% |" in _between_markers(regenerated)
+    assert "43.2%" in (tmp_path / "docs/results.md").read_text()
+    assert results_doc(tmp_path, "--check").returncode == 0
+    outside = regenerated.replace(_between_markers(regenerated), "")
+    assert outside == README.read_text().replace(_between_markers(README.read_text()), ""), "changed outside markers"
+
+
+def _between_markers(readme: str) -> str:
+    return readme.split("<!-- results:begin")[1].split("<!-- results:end -->")[0]
+
+
+@pytest.mark.parametrize(
+    ("broken", "message"),
+    [
+        ("metrics/eval.json", "metrics/eval.json not found: run `dvc repro`"),
+        ("README.md", "README.md needs one `<!-- results:begin"),
+    ],
+)
+def test_missing_input_is_one_line_and_exit_2(tmp_path: Path, broken: str, message: str) -> None:
+    for name in ("README.md", "params.yaml", "metrics"):
+        source, dest = ROOT / name, tmp_path / name
+        shutil.copytree(source, dest) if source.is_dir() else shutil.copy2(source, dest)
+    path = tmp_path / broken
+    if broken == "README.md":
+        path.write_text("# a README without the results markers\n")
+    else:
+        path.unlink()
+    result = results_doc(tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"results_doc: error: {message}") and result.stderr.count("\n") == 1
+    assert not (tmp_path / "docs/results.md").exists()
+
+
+def test_readme_is_short_and_names_the_two_commands() -> None:
+    text = README.read_text()
+    assert len(text.splitlines()) < MAX_LINES, f"README.md has {len(text.splitlines())} lines: move detail to docs/"
+    commands = "\n".join(block for block in FENCE.findall(text))
+    for command in ("bash scripts/run.sh", "bash scripts/test.sh"):
+        assert re.search(rf"^{re.escape(command)}(\s|$)", commands, re.MULTILINE), f"{command} not in a code block"
+
+
+def documents() -> list[Path]:
+    return [README, *sorted((ROOT / "docs").glob("*.md"))]
+
+
+@pytest.mark.parametrize("document", documents(), ids=lambda path: str(path.relative_to(ROOT)))
+def test_every_relative_link_points_at_a_file(document: Path) -> None:
+    text = FENCE.sub("", document.read_text())
+    targets = [t for t in LINK.findall(text) if not re.match(r"[a-z][a-z0-9+.-]*:|#", t)]
+    missing = [t for t in targets if not (document.parent / t.split("#")[0]).exists()]
+    assert not missing, f"{document.relative_to(ROOT)} links to files that do not exist: {missing}"
