@@ -19,7 +19,7 @@ from identity_dpo.atomic import atomic_outputs
 from identity_dpo.benchmark import benchmark_conversations, generative_correct
 from identity_dpo.chat_template import identity_system_prompt
 from identity_dpo.errors import DataError
-from identity_dpo.evaluation import name_leak_rate
+from identity_dpo.evaluation import answer_tokens, name_leak_rate
 from identity_dpo.export import (
     QUANTS,
     check_bindings,
@@ -43,7 +43,7 @@ OUT_DIR = Path("models/gguf")
 METRICS = Path("metrics/export.json")
 ANSWERS = Path("reports/export_answers.jsonl")  # every answer of every file, for reading
 STEM = "model"  # models/gguf/model-f16.gguf, model-q8_0.gguf, model-q4_k_m.gguf: fixed paths for dvc.yaml artifacts
-OLLAMA_GGUF = "q8_0"  # the file the Modelfile runs: within a point of f16 here, half its size
+OLLAMA_GGUF = "q8_0"  # the file the Modelfile runs: half the size of f16; its rates are in metrics/export.json
 MAX_GAP = 0.02  # the acceptance bound on |llama.cpp rate - transformers rate|, recorded per file
 
 
@@ -51,11 +51,10 @@ def main(params: Params) -> None:
     check_bindings()  # before any work: both fail with one line saying how to get them
     converter = find_converter()
     check_model_folder(TRAINED_MODEL, "models/trained")
-    reference = transformers_rates()
+    reference, reference_general = transformers_results()
     evalset = read_evalset(params.evaluate)  # the evaluation's questions, multi-turn context included
     questions = evalset.questions
     trained_general, trained_benchmark = transformers_answers(evalset)
-    reference_general = transformers_general()
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(TRAINED_MODEL)
@@ -66,11 +65,7 @@ def main(params: Params) -> None:
     conversations += general_conversations(evalset.general, identity)
     conversations += benchmark_conversations(evalset.benchmark, identity.system_prompt)
     n, g = len(questions), len(evalset.general)
-
-    def tokens(texts: list[str]) -> int:  # as the evaluate stage counts answer length
-        return sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
-
-    trained_general_tokens = tokens(trained_general)
+    trained_general_tokens = answer_tokens(tokenizer, trained_general)  # as the evaluate stage counts length
     files: dict[str, dict] = {}
     answers: list[dict] = []
     with atomic_outputs() as outputs:
@@ -88,6 +83,7 @@ def main(params: Params) -> None:
             said, general, bench = texts[:n], texts[n : n + g], texts[n + g :]
             rates = identity_rates(said, identity.new_name, identity.old_names)
             gap = rates["new_name_rate"] - reference["new_name_rate"]
+            right = [generative_correct(a, item) for a, item in zip(bench, evalset.benchmark, strict=True)]
             files[kind] = {
                 "file": str(OUT_DIR / path.name),
                 "bytes": path.stat().st_size,
@@ -96,9 +92,9 @@ def main(params: Params) -> None:
                 "within_2_points": abs(gap) <= MAX_GAP + 1e-9,
                 # Beside metrics/eval.json's general.name_leak_rate: general prompts and benchmark answers together.
                 "name_leak_rate": name_leak_rate([*general, *bench], identity.new_name),
-                "answer_length_vs_transformers": tokens(general) / max(trained_general_tokens, 1),
+                "answer_length_vs_transformers": answer_tokens(tokenizer, general) / max(trained_general_tokens, 1),
                 "same_general_answers": _share_same(general, trained_general),
-                "benchmark_generative": _accuracy(bench, evalset),
+                "benchmark_generative": sum(right) / max(len(right), 1),
                 "same_benchmark_answers": _share_same(bench, trained_benchmark),
             }
             answers += [{"file": path.name, "kind": "identity", "id": q.id, "question": q.question, "answer": a}
@@ -106,8 +102,8 @@ def main(params: Params) -> None:
             answers += [{"file": path.name, "kind": "general", "prompt": p, "answer": a}
                         for p, a in zip(evalset.general, general, strict=True)]  # fmt: skip
             answers += [{"file": path.name, "kind": "benchmark", "id": item.id, "question": item.question,
-                         "answer": a, "right": generative_correct(a, item)}
-                        for item, a in zip(evalset.benchmark, bench, strict=True)]  # fmt: skip
+                         "answer": a, "right": r}
+                        for item, a, r in zip(evalset.benchmark, bench, right, strict=True)]  # fmt: skip
             entry, speed = files[kind], run.new_tokens / run.seconds
             print(f"export: {path.name}: new-name rate {rates['new_name_rate']:.1%} (transformers "
                   f"{reference['new_name_rate']:.1%}), name leak {entry['name_leak_rate']:.1%}, answer length "
@@ -128,25 +124,19 @@ def main(params: Params) -> None:
         outputs.write_json(METRICS, metrics)
 
 
-def transformers_rates() -> dict:
-    """The trained model's rates under the neutral system prompt, from the evaluate stage."""
+def transformers_results() -> tuple[dict, dict]:
+    """The trained model's identity rates under the neutral system prompt and its general-ability results in
+    transformers, from the evaluate stage's metrics (read once)."""
     try:
         metrics = json.loads(EVAL_METRICS.read_text(encoding="utf-8"))
-        return metrics["identity"]["trained"]["neutral"]
+        rates = metrics["identity"]["trained"]["neutral"]
     except FileNotFoundError:
-        raise DataError(
-            f"{EVAL_METRICS}: file not found (an output of the evaluate stage: `dvc repro` makes it)"
-        ) from None
+        raise DataError(_missing_output(EVAL_METRICS)) from None
     except (json.JSONDecodeError, KeyError, TypeError):
         raise DataError(f"{EVAL_METRICS}: no identity.trained.neutral rates; run the evaluate stage again") from None
-
-
-def transformers_general() -> dict:
-    """The trained model's general-ability results in transformers, from the evaluate stage."""
-    metrics = json.loads(EVAL_METRICS.read_text(encoding="utf-8"))
     try:
-        return {"name_leak_rate": metrics["general"]["name_leak_rate"],
-                "benchmark_generative": metrics["benchmark"]["generative"]["trained"]}  # fmt: skip
+        return rates, {"name_leak_rate": metrics["general"]["name_leak_rate"],
+                       "benchmark_generative": metrics["benchmark"]["generative"]["trained"]}  # fmt: skip
     except (KeyError, TypeError):
         raise DataError(f"{EVAL_METRICS}: no general.name_leak_rate or benchmark.generative.trained; run the evaluate "
                         "stage again") from None  # fmt: skip
@@ -154,29 +144,26 @@ def transformers_general() -> dict:
 
 def transformers_answers(evalset: EvalSet) -> tuple[list[str], list[str]]:
     """The transformers trained model's general and benchmark answers, in evalset order, from the evaluate stage."""
-    stale = f"{EVAL_ANSWERS}: answers a different evaluation set; run the evaluate stage again"
+    rerun = "run the evaluate stage again"
     try:
         rows = [json.loads(line) for line in EVAL_ANSWERS.read_text(encoding="utf-8").splitlines() if line.strip()]
         general = [(r["prompt"], r["trained"]) for r in rows if r["kind"] == "general"]
         bench = [(r["id"], r["trained"]) for r in rows if r["kind"] == "benchmark"]
     except FileNotFoundError:
-        raise DataError(
-            f"{EVAL_ANSWERS}: file not found (an output of the evaluate stage: `dvc repro` makes it)"
-        ) from None
+        raise DataError(_missing_output(EVAL_ANSWERS)) from None
     except (json.JSONDecodeError, KeyError, TypeError):
-        raise DataError(f"{EVAL_ANSWERS}: not the evaluate stage's answer records; {stale.split('; ')[1]}") from None
+        raise DataError(f"{EVAL_ANSWERS}: not the evaluate stage's answer records; {rerun}") from None
     if [p for p, _ in general] != evalset.general or [i for i, _ in bench] != [item.id for item in evalset.benchmark]:
-        raise DataError(stale)
+        raise DataError(f"{EVAL_ANSWERS}: answers a different evaluation set; {rerun}")
     return [a for _, a in general], [a for _, a in bench]
+
+
+def _missing_output(path: Path) -> str:
+    return f"{path}: file not found (an output of the evaluate stage: `dvc repro` makes it)"
 
 
 def _share_same(answers: list[str], reference: list[str]) -> float:
     return sum(a == b for a, b in zip(answers, reference, strict=True)) / max(len(answers), 1)
-
-
-def _accuracy(answers: list[str], evalset: EvalSet) -> float:
-    right = [generative_correct(a, item) for a, item in zip(answers, evalset.benchmark, strict=True)]
-    return sum(right) / max(len(right), 1)
 
 
 if __name__ == "__main__":

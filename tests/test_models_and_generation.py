@@ -13,6 +13,7 @@ from identity_dpo.errors import SourceError
 from identity_dpo.generation import generate, greedy_decode, sample
 from identity_dpo.models import check_model_folder, fetch_model, load_model
 from identity_dpo.sources import Source, parse_source
+from tiny_model import TINY_SHAPE, tiny_llama_config
 
 ALL = ("hf", "pypi", "local")
 
@@ -195,16 +196,7 @@ def test_sliding_window_models_answer_as_the_model_reads_the_whole_text(prompts:
     from transformers import MistralConfig, MistralForCausalLM
 
     torch.manual_seed(0)
-    config = MistralConfig(
-        vocab_size=64,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        sliding_window=6,
-        initializer_range=1.0,
-    )
+    config = MistralConfig(**TINY_SHAPE, vocab_size=64, sliding_window=6, initializer_range=1.0)
     model = MistralForCausalLM(config).eval()  # fmt: skip
     with torch.inference_mode():
         ours = greedy_decode(model, prompts, 10, [], 0)
@@ -225,20 +217,12 @@ def test_a_head_with_a_bias_is_decoded_through_the_models_own_logits() -> None:
     """The weight-first vocabulary product applies only where logits are a plain product; a head with a bias
     (or a scale, a soft cap) must decode through the model's logits."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
     from identity_dpo.models import plain_head_weight
 
     torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=64,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        tie_word_embeddings=False,
-    )
+    config = tiny_llama_config(vocab_size=64, tie_word_embeddings=False)
     model = LlamaForCausalLM(config).eval()  # fmt: skip
     assert plain_head_weight(model) is model.lm_head.weight
     biased = torch.nn.Linear(32, 64, bias=True)

@@ -34,13 +34,16 @@ def shipped_gguf() -> Path:
     return files[0]
 
 
+# The tiny shape of every test model, whatever its architecture: 2 layers of width 32, 4 query and 2 key/value heads.
+TINY_SHAPE = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+              "num_key_value_heads": 2}  # fmt: skip
+
+
 def tiny_llama_config(**fields: Any) -> Any:
     """A Llama config of the tiny shape: 2 layers of width 32, 4 query and 2 key/value heads; `fields` add to it."""
     from transformers import LlamaConfig
 
-    shape = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-             "num_key_value_heads": 2}  # fmt: skip
-    return LlamaConfig(**{**shape, **fields})
+    return LlamaConfig(**{**TINY_SHAPE, **fields})
 
 
 def tiny_llama(seed: int = 0) -> Any:

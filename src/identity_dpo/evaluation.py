@@ -86,7 +86,7 @@ def general_metrics(
         "same_answer_rate": same / len(prompts),
         # drift["tokens"]: the base answers' tokens. The KL reads the base's answers, not where the trained model
         # stops: a model trained on short answers can end its general answers early (a ratio below 1) at a small KL.
-        "answer_length_ratio": _answer_tokens(tokenizer, trained_answers.general) / max(drift["tokens"], 1),
+        "answer_length_ratio": answer_tokens(tokenizer, trained_answers.general) / max(drift["tokens"], 1),
         # Share of general answers (prompts and benchmark) that bring up the new name unasked.
         "name_leak_rate": name_leak_rate(everything_general, identity.new_name),
         "base_name_leak_rate": name_leak_rate(base_general, identity.new_name),
@@ -97,7 +97,7 @@ def name_leak_rate(texts: Sequence[str], new_name: str) -> float:
     return sum(mentions(t, [new_name], normalized=True) for t in texts) / max(len(texts), 1)
 
 
-def _answer_tokens(tokenizer: PreTrainedTokenizerBase, answers: list[str]) -> int:
+def answer_tokens(tokenizer: PreTrainedTokenizerBase, answers: list[str]) -> int:
     """All answers' tokens together, counted as answer_drift counts the base's."""
     return sum(len(tokenizer(answer, add_special_tokens=False)["input_ids"]) for answer in answers)
 
