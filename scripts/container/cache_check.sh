@@ -47,7 +47,7 @@ timed_run() {
 echo "== 1. image's copy of the project, DVC cache on the named volume $volume"
 podman volume rm -f "$volume" >/dev/null 2>&1 || true
 podman volume create "$volume" >/dev/null
-# Up to evaluate: the image has no llama.cpp (a ~5 min C++ build), so the export and package stages run on
+# Up to evaluate: the image has no llama.cpp (a long C++ build), so the export and package stages run on
 # the host (scripts/setup_export.sh), not here. The count of stages up to evaluate is read from the pipeline.
 tiny='python scripts/container/tiny_params.py && dvc repro evaluate'
 upto='python -c "import networkx as nx; from dvc.repo import Repo; g = Repo().index.graph; s = [n for n in g if getattr(n, \"name\", None) == \"evaluate\"][0]; print(\"stages-up-to-evaluate\", 1 + len(nx.descendants(g, s)))"'

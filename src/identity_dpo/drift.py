@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 
 # Answers read per forward pass: wide enough for the CPU's matrix products to run near full speed (one answer at a
-# time, the drift took a quarter of the evaluate stage), small enough that the logits kept stay ~100 MB.
+# time, this was a large share of the evaluate stage), small enough that the logits kept stay bounded.
 DRIFT_BATCH = 16
 
 
