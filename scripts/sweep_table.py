@@ -222,6 +222,7 @@ def document(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
     options = "".join(f" --{name} {value}" for name, value in (("rev", args.rev),) if value)
     options += " --spread" if args.spread else ""
+    options += (" --only " + " ".join(args.only)) if args.only else ""
     options += (" --runs " + " ".join(shlex.quote(spec) for spec in args.runs)) if args.runs else ""
     origin = (
         f"the metrics files of {len(rows)} pipeline run{'s' if len(rows) > 1 else ''} (one folder each)"
@@ -283,8 +284,19 @@ def main() -> None:
         metavar="LABEL=FOLDER",
         help="rows from these project folders' params and metrics instead of `dvc exp show`",
     )
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        metavar="NAME",
+        help="keep these rows only, in the table's order (experiment names, or the baseline's short commit)",
+    )
     args = parser.parse_args()
     rows = runs(args.runs) if args.runs else experiments(args.rev)
+    if args.only:
+        missing = sorted(set(args.only) - {row["name"] for row in rows})
+        if missing:
+            raise SystemExit(f"sweep_table: --only: no finished run named {', '.join(missing)}")
+        rows = [row for row in rows if row["name"] in args.only]
     if not rows:
         raise SystemExit("sweep_table: no finished experiments (dvc exp show lists none with metrics/eval.json)")
     if args.output is None:

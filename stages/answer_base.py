@@ -7,6 +7,7 @@ train.* reuses them and `evaluate` answers only with the trained model.
 import json
 from pathlib import Path
 
+from identity_dpo import cpu_kernels
 from identity_dpo.answers import answer_all, read_evalset
 from identity_dpo.atomic import atomic_outputs
 from identity_dpo.chat_template import default_system_message
@@ -20,6 +21,7 @@ OUT = Path("data/base_answers/answers.json")
 
 
 def main(params: Params) -> None:
+    cpu_kernels.configure(params.cpu_kernels)  # the decoding loop (docs/upgrading.md)
     check_backend(params.evaluate.backend, "evaluate.backend")  # before any data or weights load
     evalset = read_evalset(params.evaluate)
     check_token_caps(params, BASE_MODEL)  # config.json only: before minutes of generating

@@ -7,6 +7,7 @@ is loaded for the drift, which reads the base's answers with both models (a forw
 import json
 from pathlib import Path
 
+from identity_dpo import cpu_kernels
 from identity_dpo.answers import ModelAnswers, answer_all, read_evalset
 from identity_dpo.atomic import atomic_outputs
 from identity_dpo.errors import DataError
@@ -36,6 +37,7 @@ GENERAL_PLOT = Path("metrics/eval_plots/general_drift.json")
 
 
 def main(params: Params) -> None:
+    cpu_kernels.configure(params.cpu_kernels)  # the decoding loop (docs/upgrading.md)
     cfg = params.evaluate
     check_backend(cfg.backend, "evaluate.backend")  # before any data or weights load
     evalset = read_evalset(cfg)

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from identity_dpo import cpu_kernels
 from identity_dpo.atomic import atomic_dir
 from identity_dpo.models import fetch_model
 from identity_dpo.params import Params
@@ -11,6 +12,7 @@ OUT_DIR = Path("models/base")
 
 
 def main(params: Params) -> None:
+    cpu_kernels.configure(params.cpu_kernels)  # the GGUF reader (docs/upgrading.md)
     with atomic_dir(OUT_DIR) as out:
         source = fetch_model(params.model.source, out, params.model.dtype)
     print(f"fetch_model: saved {source} to {OUT_DIR}")

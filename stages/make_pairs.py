@@ -12,6 +12,7 @@ import random
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from identity_dpo import cpu_kernels
 from identity_dpo.atomic import atomic_outputs, write_jsonl
 from identity_dpo.chat_format import with_system
 from identity_dpo.data import read_jsonl_records, read_prompts
@@ -33,6 +34,7 @@ METRICS = Path("metrics/pairs.json")
 
 
 def main(params: Params) -> None:
+    cpu_kernels.configure(params.cpu_kernels)  # the decoding loop (docs/upgrading.md)
     check_backend(params.pairs.backend, "pairs.backend")  # before any data or weights load
     identity = params.identity
     prompts = select_prompts(read_prompts(PROMPTS), params.pairs.max_prompts, params.pairs.seed)

@@ -16,6 +16,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from identity_dpo import cpu_kernels
 from identity_dpo.atomic import atomic_outputs
 from identity_dpo.chat_template import identity_system_prompt, rename_model_folder
 from identity_dpo.checkpoints import prepare_checkpoints, run_fingerprint
@@ -35,6 +36,7 @@ ACCELERATE_CONFIGS = Path("configs/accelerate")
 
 
 def main(params: Params) -> None:
+    cpu_kernels.configure(params.cpu_kernels)  # the training kernels (docs/upgrading.md)
     pairs = read_pairs()
     check_training_inputs(params.train, BASE_MODEL, pairs)
     check_launch(params.train, ACCELERATE_CONFIGS)
@@ -52,6 +54,7 @@ def main(params: Params) -> None:
 
 def worker(params: Params) -> None:
     """One of the processes `accelerate launch` started (see main); rank 0 writes the outputs."""
+    cpu_kernels.configure(params.cpu_kernels)
     scratch = Path(os.environ[WORKER_ENV])
     rank = int(os.environ.get("RANK", "0"))
     pairs = read_pairs()

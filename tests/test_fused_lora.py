@@ -1,4 +1,5 @@
-"""The fused LoRA linear (fused_lora.py) against PEFT's lora.Linear: same outputs, gradients and fallbacks."""
+"""The fused LoRA linear (cpu_kernels/fused_lora.py) against PEFT's lora.Linear: same outputs, gradients and
+fallbacks."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ import torch
 from torch import nn
 
 import fused_calls
-from identity_dpo import fused_lora
-from identity_dpo.fused_lora import use_fused_lora
+from identity_dpo.cpu_kernels import fused_lora
+from identity_dpo.cpu_kernels.fused_lora import use_fused_lora
 from tiny_model import tiny_llama
+
+pytestmark = pytest.mark.cpu_kernels  # each test compares the kernel with the library's own path
 
 TOL = {"rtol": 1e-5, "atol": 1e-5}
 

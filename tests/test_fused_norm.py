@@ -1,4 +1,5 @@
-"""The fused RMSNorm (fused_norm.py) against transformers' own: outputs, gradients, fallbacks, which norms it takes."""
+"""The fused RMSNorm (cpu_kernels/fused_norm.py) against transformers' own: outputs, gradients, fallbacks, which
+norms it takes."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ import torch
 from torch import nn
 
 import fused_calls
-from identity_dpo import fused_norm
-from identity_dpo.fused_norm import use_fused_rms_norm
+from identity_dpo.cpu_kernels import fused_norm
+from identity_dpo.cpu_kernels.fused_norm import use_fused_rms_norm
 from tiny_model import tiny_llama
+
+pytestmark = pytest.mark.cpu_kernels  # each test compares the kernel with the library's own path
 
 TOL = {"rtol": 1e-5, "atol": 1e-6}
 

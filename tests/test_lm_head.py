@@ -1,4 +1,5 @@
-"""The answer-only LM head (lm_head.py) against TRL's own fused head: same numbers, same training."""
+"""The answer-only LM head (cpu_kernels/answer_head.py) and its one row per pair (cpu_kernels/shared_prompt.py)
+against TRL's own fused head and layout: same numbers, same training."""
 
 from __future__ import annotations
 
@@ -10,23 +11,25 @@ import pytest
 import torch
 from transformers import AutoConfig
 
-from identity_dpo import lm_head
-from identity_dpo.lm_head import add_answer_lm_head
+from identity_dpo.cpu_kernels import answer_head
+from identity_dpo.cpu_kernels.answer_head import add_answer_lm_head
+from identity_dpo.cpu_kernels.shared_prompt import pack_pairs
 from identity_dpo.models import load_model
 from identity_dpo.params import params_from_dict
-from identity_dpo.shared_prompt import pack_pairs
 from identity_dpo.training import train_dpo
 from tiny_model import make_pairs
+
+pytestmark = pytest.mark.cpu_kernels  # each test compares a kernel with TRL's own path
 
 OUTPUTS = ("log_probs", "entropy", "mean_logits", "is_top1")
 
 
-def patched_model(model_dir: Path, ours: bool) -> Any:
+def patched_model(model_dir: Path, ours: bool, share_prompts: bool = True) -> Any:
     from trl.trainer.utils import add_fused_lm_head
 
     model, _ = load_model(model_dir)
     if ours:
-        add_answer_lm_head(model, outputs=OUTPUTS, fallback=add_fused_lm_head)
+        add_answer_lm_head(model, outputs=OUTPUTS, fallback=add_fused_lm_head, share_prompts=share_prompts)
     else:
         add_fused_lm_head(model, outputs=OUTPUTS)
     return model
@@ -37,10 +40,10 @@ def patched_model(model_dir: Path, ours: bool) -> Any:
 def test_same_log_probs_statistics_and_gradients_as_trl(
     tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch, chunk_tokens: int, kept_chunks: str
 ) -> None:
-    monkeypatch.setattr(lm_head, "CHUNK_TOKENS", chunk_tokens)
+    monkeypatch.setattr(answer_head, "CHUNK_TOKENS", chunk_tokens)
     vocabulary = AutoConfig.from_pretrained(tiny_model_dir).vocab_size
-    keep = {"all": lm_head.KEEP_BYTES, "none": 0, "one": chunk_tokens * vocabulary * 4}[kept_chunks]
-    monkeypatch.setattr(lm_head, "KEEP_BYTES", keep)
+    keep = {"all": answer_head.KEEP_BYTES, "none": 0, "one": chunk_tokens * vocabulary * 4}[kept_chunks]
+    monkeypatch.setattr(answer_head, "KEEP_BYTES", keep)
     torch.manual_seed(0)
     input_ids = torch.randint(0, 1000, (3, 12))
     labels = input_ids.clone()
@@ -107,10 +110,10 @@ def test_training_gives_the_same_losses_as_trls_head(
     params = dataclasses.replace(params_from_dict(default_params).train, precompute_ref_log_probs=precompute_ref)
     packed = _count_packed_batches(monkeypatch)
     losses = {}
-    for name, enabled in (("trl", False), ("ours", True)):
-        monkeypatch.setattr("identity_dpo.training.answer_only_lm_head", lambda enabled, _on=enabled: _switch(_on))
+    for name, cpu_kernels in (("trl", "none"), ("ours", "auto")):  # none: TRL's head, PEFT's and transformers' layers
         folder = tmp_path / name
-        train_dpo(tiny_model_dir, make_pairs(8), params, folder / "model", folder / "curves", folder / "scratch")
+        train_dpo(tiny_model_dir, make_pairs(8), params, folder / "model", folder / "curves", folder / "scratch",
+                  cpu_kernels=cpu_kernels)  # fmt: skip
         losses[name] = _logged(folder / "curves", "loss")
     assert len(losses["ours"]) == 2
     assert losses["ours"] == pytest.approx(losses["trl"], rel=1e-4)
@@ -145,8 +148,7 @@ def test_pairs_in_one_row_give_the_same_numbers_as_two_rows(
     packed = _count_packed_batches(monkeypatch)
     results = []
     for share in (False, True):
-        monkeypatch.setattr(lm_head, "SHARE_PROMPTS", share)
-        model = patched_model(tiny_model_dir, ours=True)
+        model = patched_model(tiny_model_dir, ours=True, share_prompts=share)
         model.set_attn_implementation(attention)
         out = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, fused_lm_head=True)
         (out.log_probs * torch.arange(1, labels.size(1))).sum().backward()  # a different weight per position
@@ -239,7 +241,7 @@ def test_an_attention_that_takes_no_4d_mask_keeps_two_rows_per_pair(
 def _count_packed_batches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Spy on the head's packing: the number of pairs of each batch it packed."""
     packed: list[int] = []
-    original = lm_head.pack_pairs
+    original = answer_head.pack_pairs
 
     def counting(*args: Any) -> Any:
         result = original(*args)
@@ -247,12 +249,8 @@ def _count_packed_batches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
             packed.append(result.input_ids.size(0))
         return result
 
-    monkeypatch.setattr(lm_head, "pack_pairs", counting)
+    monkeypatch.setattr(answer_head, "pack_pairs", counting)
     return packed
-
-
-def _switch(enabled: bool) -> Any:
-    return lm_head.answer_only_lm_head(enabled)
 
 
 def _logged(curves: Path, name: str) -> list[float]:

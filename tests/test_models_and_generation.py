@@ -9,8 +9,10 @@ from typing import Any
 import pytest
 
 from identity_dpo.chat_format import render_prompt, with_system
+from identity_dpo.cpu_kernels import decoding
+from identity_dpo.cpu_kernels.decoding import greedy_decode
 from identity_dpo.errors import SourceError
-from identity_dpo.generation import generate, greedy_decode, sample
+from identity_dpo.generation import generate, sample
 from identity_dpo.models import check_model_folder, fetch_model, load_model
 from identity_dpo.sources import Source, parse_source
 from tiny_model import TINY_SHAPE, tiny_llama_config
@@ -88,11 +90,12 @@ def test_local_folder_is_saved_as_safetensors(tmp_path: Path, tiny_model_dir: Pa
     assert not any(name.endswith((".bin", ".pt")) for name in names)
 
 
+@pytest.mark.cpu_kernels
 def test_the_gguf_fast_path_reads_the_same_fields_and_tensors(tmp_path: Path) -> None:
     import gguf
     import numpy as np
 
-    from identity_dpo.models import _gguf_parsed_once
+    from identity_dpo.cpu_kernels.gguf_reader import gguf_parsed_once
 
     path = tmp_path / "model.gguf"
     writer = gguf.GGUFWriter(str(path), "llama")
@@ -107,7 +110,7 @@ def test_the_gguf_fast_path_reads_the_same_fields_and_tensors(tmp_path: Path) ->
     writer.close()
 
     plain = gguf.GGUFReader(str(path))
-    with _gguf_parsed_once():
+    with gguf_parsed_once():
         fast = gguf.GGUFReader(str(path))
         assert fast is gguf.GGUFReader(str(path))  # parsed once
     assert type(fast) is not gguf.GGUFReader and gguf.GGUFReader is type(plain)  # patched only inside
@@ -134,6 +137,7 @@ def test_batched_generation_matches_one_at_a_time(tiny_model_dir: Path) -> None:
     assert len({g.text for g in batched}) > 1  # answers really differ per prompt
 
 
+@pytest.mark.cpu_kernels
 @pytest.mark.parametrize("prefill_tokens", [2048, 80])  # 80: the prompts are read in several groups, then merged
 def test_decoding_loop_gives_the_tokens_of_transformers_generate(
     tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch, prefill_tokens: int
@@ -143,13 +147,11 @@ def test_decoding_loop_gives_the_tokens_of_transformers_generate(
     import torch
     from transformers import GenerationConfig
 
-    from identity_dpo import generation
-
-    monkeypatch.setattr(generation, "PREFILL_TOKENS", prefill_tokens)
+    monkeypatch.setattr(decoding, "PREFILL_TOKENS", prefill_tokens)
     model, tokenizer = load_model(tiny_model_dir)
     questions = ["Who are you?", "What is your name, please, if you do not mind me asking?", "Hi", "2+2?", "Why?"]
     prompts = [render_prompt(tokenizer, with_system([{"role": "user", "content": q}], None)) for q in questions]
-    assert generation._shared_prefix_length(prompts) > 10  # the template's system turn, read once for all rows
+    assert decoding._shared_prefix_length(prompts) > 10  # the template's system turn, read once for all rows
     pad = tokenizer.pad_token_id
     # A random model never says its end-of-turn token, so stop tokens are picked among the tokens it does say,
     # early in some answers: rows then finish at different steps and leave the batch.
@@ -164,11 +166,34 @@ def test_decoding_loop_gives_the_tokens_of_transformers_generate(
         assert answer == alone[0, len(prompt) :].tolist()
 
 
+@pytest.mark.cpu_kernels
+@pytest.mark.parametrize("batch_size", [2, 64])
+def test_generate_gives_the_same_answers_with_and_without_the_cpu_kernels(
+    tiny_model_dir: Path, batch_size: int
+) -> None:
+    """cpu_kernels none answers with transformers' own `generate` on the same left-padded batches: the same
+    answers, lengths and endings as our decoding loop, with rows that end at different steps."""
+    model, tokenizer = load_model(tiny_model_dir)
+    questions = ["Who are you?", "What is your name, please, if you do not mind me asking?", "Hi", "2+2?", "Why?"]
+    conversations = [with_system([{"role": "user", "content": q}], None) for q in questions]
+    prompts = [render_prompt(tokenizer, c) for c in conversations]
+    # A random model never says its end-of-turn token: stops among the tokens it does say end some answers early.
+    free = greedy_decode(model, prompts, 12, [], tokenizer.pad_token_id)
+    model.generation_config.eos_token_id = [tokenizer.eos_token_id, free[0][2], free[3][6]]
+    answers = {
+        setting: generate(model, tokenizer, conversations, max_new_tokens=12, batch_size=batch_size,
+                          cpu_kernels=setting)
+        for setting in ("auto", "none")
+    }  # fmt: skip
+    assert answers["none"] == answers["auto"]
+    assert {a.finished for a in answers["auto"]} == {True, False} and len({a.new_tokens for a in answers["auto"]}) > 1
+
+
 def test_finished_rows_are_filled_by_rows_from_the_end_of_the_batch() -> None:
     """After a step, rows that go on keep their place where they can, so the cache copies one row per finished row."""
     import random
 
-    from identity_dpo.generation import _fill_holes
+    from identity_dpo.cpu_kernels.decoding import _fill_holes
 
     assert _fill_holes([1, 2, 4]) == [4, 1, 2]
     assert _fill_holes([0, 1, 2]) == [0, 1, 2]
@@ -180,6 +205,7 @@ def test_finished_rows_are_filled_by_rows_from_the_end_of_the_batch() -> None:
         assert all(order[k] == k for k in keep if k < len(keep))
 
 
+@pytest.mark.cpu_kernels
 @pytest.mark.parametrize(
     "prompts",
     [
@@ -213,13 +239,14 @@ def _cache_free_greedy(model: Any, prompt: list[int], new_tokens: int) -> list[i
     return text[len(prompt) :]
 
 
+@pytest.mark.cpu_kernels
 def test_a_head_with_a_bias_is_decoded_through_the_models_own_logits() -> None:
     """The weight-first vocabulary product applies only where logits are a plain product; a head with a bias
     (or a scale, a soft cap) must decode through the model's logits."""
     import torch
     from transformers import LlamaForCausalLM
 
-    from identity_dpo.models import plain_head_weight
+    from identity_dpo.cpu_kernels.architecture import plain_head_weight
 
     torch.manual_seed(0)
     config = tiny_llama_config(vocab_size=64, tie_word_embeddings=False)
@@ -241,19 +268,17 @@ def test_prefill_groups_are_the_cheapest_split_within_the_token_budget(monkeypat
     PREFILL_TOKENS once padded; and the split is the cheapest of all (padding plus a cost per pass)."""
     import itertools
 
-    from identity_dpo import generation
-
-    monkeypatch.setattr(generation, "PREFILL_TOKENS", 200)
+    monkeypatch.setattr(decoding, "PREFILL_TOKENS", 200)
     lengths = [95, 60, 31, 30, 12, 11, 10, 10, 3]
     prompts = [[length] * length for length in lengths]
 
     def cost(groups: list[list[list[int]]]) -> int:
-        return sum(len(g) * max(map(len, g)) + generation.PASS_COST_TOKENS for g in groups)
+        return sum(len(g) * max(map(len, g)) + decoding.PASS_COST_TOKENS for g in groups)
 
     def fits(groups: list[list[list[int]]]) -> bool:  # a single prompt may exceed the budget
         return all(len(g) == 1 or len(g) * max(map(len, g)) <= 200 for g in groups)
 
-    groups = generation._prefill_groups(prompts)
+    groups = decoding._prefill_groups(prompts)
     assert [p for g in groups for p in g] == prompts
     assert fits(groups)
     splits = []

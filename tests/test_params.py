@@ -19,6 +19,7 @@ def test_shipped_params_are_valid() -> None:
     assert isinstance(params, Params)
     assert params.train.loss_type == ["sigmoid", "sft"]
     assert params.identity.new_name == "Deep Qwen"
+    assert params.cpu_kernels == "auto"
 
 
 def _set(raw: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
@@ -59,6 +60,9 @@ def _set(raw: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
         ("data.on_bad_row", "ignore", "data.on_bad_row: expected one of skip, fail, got 'ignore'"),
         ("data.source", None, "data.source: expected a string, got nothing (null)"),
         ("evaluate.batch_size", 0, "evaluate.batch_size: expected an integer in [1, 4096], got 0"),
+        ("cpu_kernels", "on", "cpu_kernels: expected one of auto, none, got 'on'"),
+        ("cpu_kernels", False, "cpu_kernels: expected one of auto, none, got False"),  # YAML 1.1's unquoted `off`
+        ("cpu_kernels", "nope", "cpu_kernels: expected one of auto, none, got 'nope' (did you mean 'none'?)"),
     ],
 )
 def test_bad_values_name_the_key_and_the_expectation(
@@ -90,9 +94,20 @@ def test_missing_required_key(default_params: dict[str, Any]) -> None:
 def test_optional_keys_take_their_defaults(default_params: dict[str, Any]) -> None:
     del default_params["identity"]["rewrite"]
     del default_params["train"]["warmup_ratio"]
+    del default_params["cpu_kernels"]
     params = params_from_dict(default_params)
     assert params.identity.rewrite == "self_description"
     assert params.train.warmup_ratio == 0.0
+    assert params.cpu_kernels == "auto"
+
+
+def test_cpu_kernels_none_turns_the_kernels_off(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text((ROOT / "params.yaml").read_text().replace("\ncpu_kernels: auto\n", "\ncpu_kernels: none\n"))
+    assert load_params(path).cpu_kernels == "none"
+    path.write_text(path.read_text().replace("\ncpu_kernels: none\n", "\ncpu_kernels: off\n"))
+    with pytest.raises(ParamsError, match=r"params\.yaml: cpu_kernels: expected one of auto, none, got False$"):
+        load_params(path)
 
 
 def test_scientific_notation_without_dot_is_a_number(default_params: dict[str, Any]) -> None:

@@ -188,8 +188,18 @@ def test_a_bad_param_fails_before_any_work(project: Path) -> None:
 PLUMBING = {"params", "errors", "atomic", "stage", "progress"}
 
 
+def module_file(module: str) -> Path | None:
+    """The file of package module `module` ("models", "cpu_kernels.decoding"; a subpackage: its __init__.py)."""
+    path = ROOT / "src" / "identity_dpo" / Path(*module.split("."))
+    for file in (path.with_suffix(".py"), path / "__init__.py"):
+        if file.is_file():
+            return file
+    return None
+
+
 def package_imports(path: Path, seen: set[str] | None = None) -> set[str]:
-    """The identity_dpo modules `path` imports, directly or through other identity_dpo modules (lazy imports too).
+    """The identity_dpo modules `path` imports ("models", "cpu_kernels.decoding"), directly or through other
+    identity_dpo modules (lazy imports too); a subpackage's module brings its __init__, which runs first.
 
     Not through the plumbing: what params.py imports to validate (names.py) is the validate stage's dep.
     """
@@ -199,14 +209,21 @@ def package_imports(path: Path, seen: set[str] | None = None) -> set[str]:
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         names = [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
         names += [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
-        if isinstance(node, ast.ImportFrom) and node.module == "identity_dpo":  # from identity_dpo import x
-            names = [f"identity_dpo.{alias.name}" for alias in node.names]
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "identity_dpo":
+            names += [f"{node.module}.{alias.name}" for alias in node.names]  # from identity_dpo(.sub) import module
         for name in names:
-            module = name.split(".")[1] if name.startswith("identity_dpo.") else None
-            if module and module not in seen:
-                seen.add(module)
-                if module not in PLUMBING:
-                    package_imports(ROOT / "src" / "identity_dpo" / f"{module}.py", seen)
+            parts = name.split(".")
+            if parts[0] != "identity_dpo":
+                continue
+            for depth in range(2, len(parts) + 1):  # identity_dpo.sub, then identity_dpo.sub.module
+                module = ".".join(parts[1:depth])
+                file = module_file(module)
+                if file is None:
+                    break  # a function or class of the module before
+                if module not in seen:
+                    seen.add(module)
+                    if module not in PLUMBING:
+                        package_imports(file, seen)
     return seen
 
 
@@ -216,7 +233,7 @@ def stage_code(name: str) -> set[str]:
     modules = package_imports(ROOT / "stages" / f"{name}.py") - PLUMBING
     if name == "validate":
         modules |= {"params"} | (package_imports(ROOT / "src/identity_dpo/params.py") - PLUMBING)
-    return {f"src/identity_dpo/{m}.py" for m in modules}
+    return {str(module_file(module).relative_to(ROOT)) for module in modules}
 
 
 def test_every_stage_lists_the_code_it_runs_as_deps() -> None:

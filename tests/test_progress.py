@@ -18,7 +18,8 @@ import yaml
 from identity_dpo.answers import EvalSet, IdentityQuestion, answer_all
 from identity_dpo.benchmark import BenchmarkItem, choice_log_likelihoods
 from identity_dpo.chat_format import render_prompt
-from identity_dpo.generation import generate, greedy_decode, sample
+from identity_dpo.cpu_kernels.decoding import greedy_decode
+from identity_dpo.generation import generate, sample
 from identity_dpo.models import load_model
 from identity_dpo.params import IdentityParams, params_from_dict
 from identity_dpo.progress import FinishedRows, log_line

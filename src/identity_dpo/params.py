@@ -38,6 +38,8 @@ LaunchProfile = Literal["none", "cpu_ddp", "ddp", "fsdp", "deepspeed_zero2", "de
 SHARDED_PROFILES = ("fsdp", "deepspeed_zero3")  # each process holds only a shard of the weights
 # transformers: the loaded model (the default); vllm: the optional fast engine for a CUDA GPU (generation.py).
 GenerationBackend = Literal["transformers", "vllm"]
+# auto: each CPU kernel where it applies (identity_dpo.cpu_kernels); none: the libraries' own code paths everywhere.
+CpuKernels = Literal["auto", "none"]
 
 # Bounds that no sensible run comes near; a value past them is a typo (an extra digit), not a setting.
 SEED_MAX = 2**32 - 1  # numpy and torch seeds
@@ -258,6 +260,8 @@ class Params:
     pairs: PairsParams
     train: TrainParams
     evaluate: EvaluateParams
+    # The one switch of the CPU speed work (identity_dpo.cpu_kernels), for every stage that runs a kernel.
+    cpu_kernels: CpuKernels = "auto"
 
     def check(self, key: str) -> None:
         """Rules across sections."""

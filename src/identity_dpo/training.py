@@ -9,11 +9,10 @@ interruption (checkpoints.py).
 
 from __future__ import annotations
 
-import ctypes
+import contextlib
 import importlib.util
 import json
 import math
-import os
 import random
 import sys
 import warnings
@@ -26,12 +25,15 @@ from transformers import PrinterCallback, ProgressCallback, TrainerCallback
 
 from identity_dpo.chat_format import render_prompt, render_tokens
 from identity_dpo.checkpoints import last_checkpoint
+from identity_dpo.cpu_kernels import active
+from identity_dpo.cpu_kernels.answer_head import answer_only_lm_head, shares_prompts
+from identity_dpo.cpu_kernels.fused_lora import use_fused_lora
+from identity_dpo.cpu_kernels.fused_norm import use_fused_rms_norm
+from identity_dpo.cpu_kernels.malloc import keep_freed_memory
+from identity_dpo.cpu_kernels.sdpa_gqa import grouped_query_attention_in_sdpa
 from identity_dpo.errors import ParamsError, TrainingError
-from identity_dpo.fused_lora import use_fused_lora
-from identity_dpo.fused_norm import use_fused_rms_norm
 from identity_dpo.launch import resolve_precision
-from identity_dpo.lm_head import answer_only_lm_head, shares_prompts
-from identity_dpo.params import LoraParams, TrainParams
+from identity_dpo.params import CpuKernels, LoraParams, TrainParams
 from identity_dpo.progress import log_line, progress_bar, write_line
 
 if TYPE_CHECKING:
@@ -41,9 +43,6 @@ if TYPE_CHECKING:
 CURVES = ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies")
 # Wall-clock figures differ between identical runs; they go to the timing log, not the metrics.
 _NOT_METRICS = ("runtime", "per_second", "total_flos", "num_tokens")
-
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (malloc.h)
-_FORCE_GQA = "TRANSFORMERS_SDPA_FORCE_GQA"  # read by transformers' sdpa_attention_forward on every call
 
 
 def dpo_config(params: TrainParams, scratch_dir: Path, num_pairs: int, checkpoint_dir: Path | None = None) -> Any:
@@ -159,6 +158,7 @@ def train_dpo(
     checkpoint_dir: Path | None = None,
     callbacks: Sequence[TrainerCallback] = (),
     adapter_dir: Path | None = None,
+    cpu_kernels: CpuKernels | None = None,
 ) -> dict[str, float]:
     """Train on `pairs`, write the final model to `out_dir` and the curves to `curves_dir`.
 
@@ -168,6 +168,8 @@ def train_dpo(
     Call check_training_inputs first. Under `accelerate launch` every process calls this; only the main one
     writes `out_dir` and `curves_dir`. With `checkpoint_dir`, checkpoints go there and training continues from
     the last complete one. Returns the final training summary (loss and rewards of the last logged step).
+    `cpu_kernels` (None: the process's switch) picks the kernels of identity_dpo.cpu_kernels that train on a CPU;
+    without them, TRL, PEFT and transformers train as they are.
     """
     from transformers import set_seed
     from trl import DPOTrainer
@@ -175,18 +177,25 @@ def train_dpo(
     from identity_dpo.models import load_model
 
     set_seed(params.seed)
-    keep_freed_memory()
+    if active("malloc", "cpu", cpu_kernels):  # the host's allocator, whatever device trains
+        keep_freed_memory()
     model, tokenizer = load_model(model_dir)
     args = dpo_config(params, scratch_dir, len(pairs), checkpoint_dir)
     start = weights_checksum(model) if args.world_size > 1 else None
     logger = DVCLiveCurves(curves_dir)
     on_cpu = args.device.type == "cpu"
-    order = training_order(pairs, tokenizer, params, one_row_per_pair=on_cpu and shares_prompts(model.config))
-    with (
-        _library_deprecations_filtered(),
-        grouped_query_attention_in_sdpa(enabled=on_cpu),  # the reference's forward in DPOTrainer() too
-    ):
-        with answer_only_lm_head(enabled=on_cpu):  # see lm_head.py
+
+    def kernel(name: str) -> bool:
+        return active(name, args.device, cpu_kernels)
+
+    answer_head, share_prompts = kernel("answer_head"), kernel("shared_prompt")
+    order = training_order(
+        pairs, tokenizer, params, one_row_per_pair=answer_head and share_prompts and shares_prompts(model.config)
+    )
+    sdpa_gqa = grouped_query_attention_in_sdpa() if kernel("sdpa_gqa") else contextlib.nullcontext()
+    head = answer_only_lm_head(share_prompts) if answer_head else contextlib.nullcontext()
+    with _library_deprecations_filtered(), sdpa_gqa:  # the reference's forward in DPOTrainer() too
+        with head:  # see cpu_kernels/answer_head.py
             trainer = DPOTrainer(
                 model=model,
                 ref_model=None,  # TRL reloads the reference from model_dir, a local folder, or precomputes it
@@ -197,10 +206,10 @@ def train_dpo(
                 peft_config=lora_config(params.lora),
             )
             trainer.remove_callback(PrinterCallback)  # its raw log dicts: TrainingProgress prints one line instead
-        if on_cpu:  # see fused_norm.py and fused_lora.py
+        if kernel("fused_norm"):
             use_fused_rms_norm(trainer.model)
-            if params.lora.enabled:
-                use_fused_lora(trainer.model)
+        if params.lora.enabled and kernel("fused_lora"):
+            use_fused_lora(trainer.model)
         resume_from = last_checkpoint(checkpoint_dir) if checkpoint_dir is not None else None
         if resume_from is not None and trainer.accelerator.is_main_process:
             print(f"train: resuming from {resume_from}", file=sys.stderr)
@@ -225,45 +234,6 @@ def _library_deprecations_filtered() -> Iterator[None]:
         yield
 
 
-@contextmanager
-def grouped_query_attention_in_sdpa(enabled: bool) -> Iterator[None]:
-    """While on, transformers' SDPA attention hands grouped-query attention to torch as is (enable_gqa) instead of
-    first copying each key/value head to every query head it serves (repeat_kv), even under an attention mask.
-
-    Transformers does that only without a mask, for the sake of CUDA kernels; torch's CPU kernel takes the mask and
-    gives the same output bit for bit, without the copies (forward) and their sums (backward): measured on the
-    default model's batches, attention 13-16% faster and 0.08 GiB less peak memory. A user's own setting of the
-    switch (TRANSFORMERS_SDPA_FORCE_GQA) is left as it is.
-    """
-    if not enabled or _FORCE_GQA in os.environ:
-        yield
-        return
-    os.environ[_FORCE_GQA] = "1"
-    try:
-        yield
-    finally:
-        os.environ.pop(_FORCE_GQA, None)
-
-
-def keep_freed_memory() -> None:
-    """Have glibc keep the memory a training step frees for the next step instead of handing it back to the system.
-
-    By default glibc gives blocks of 32 MB or more their own mappings and trims the top of its heap once more than
-    twice its (adaptive) mmap threshold is free there, which happens at the end of every step; the next step's
-    activations are then fresh pages that the kernel faults in and zeroes again. With fixed thresholds (a block of
-    less than 256 MB comes from the heap, which is trimmed only once 1 GB at its top is free) the LoRA training loop
-    on the default pairs took 850k -> 260k page faults and 21.6 -> 20.5 s (3 runs of each, alternated), at the same
-    peak. (Setting either parameter turns the adaptive threshold off, so both are set. A low threshold, the
-    opposite, made every activation fresh pages: README, "Speed and memory".)
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:  # not glibc (musl, macOS): its allocator keeps its own policy
-        return
-    libc.mallopt(_M_MMAP_THRESHOLD, 256 << 20)
-    libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30)
-
-
 def training_order(
     pairs: list[dict[str, Any]], tokenizer: Any, params: TrainParams, *, one_row_per_pair: bool = False
 ) -> list[dict[str, Any]]:
@@ -273,9 +243,9 @@ def training_order(
     so random batches nearly always hold one: measured, 2048 padded tokens per step for about 1300 real ones.
     Grouped, each batch holds pairs of similar length (sorted, cut into batches), and the batches come in a
     random order drawn from `train.seed`, so training does not run from short to long. The length is that of
-    the row the pair becomes: one row per pair (`one_row_per_pair`, see shared_prompt.py) or two, the longer
-    of which is padded to (on the default pairs, one row per pair: 3.1% padding sorted by that row, 7.9%
-    sorted by the longer sequence).
+    the row the pair becomes: one row per pair (`one_row_per_pair`, see cpu_kernels/shared_prompt.py) or two,
+    the longer of which is padded to (on the default pairs, one row per pair: 3.1% padding sorted by that row,
+    7.9% sorted by the longer sequence).
     """
     if not params.group_by_length:
         return pairs

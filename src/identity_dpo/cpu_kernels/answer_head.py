@@ -2,16 +2,16 @@
 
 TRL's DPOTrainer swaps the model's LM head for a fused one that returns per-token log-probs without
 materializing the whole (batch, length, vocabulary) logits. Without Triton (on any CPU) that head
-scores every position, prompt included, in tiles of 4096 tokens x 32768 vocabulary entries with a
-dozen full-tile temporaries: measured here, it was 40% of a training step and most of its 8 GB peak.
-This head projects only the positions that carry a label (the answer tokens), a chunk of tokens at
-a time, and keeps the softmax for the backward pass only up to KEEP_BYTES (the chunks beyond are
-recomputed there), so memory stays bounded whatever the batch. It returns what TRL's head returns
-(TRL's loss code reads the same fields); tests/test_lm_head.py checks both give the same log-probs,
-gradients and DPO loss.
-It also reads each pair's prompt once for both answers instead of twice (shared_prompt.py).
+scores every position, prompt included, in large tiles with a dozen full-tile temporaries, which made
+it much of a training step's time and peak memory (docs/speed-history.md). This head projects only
+the positions that carry a label (the answer tokens), a chunk of tokens at a time, and keeps the
+softmax for the backward pass only up to KEEP_BYTES (the chunks beyond are recomputed there), so
+memory stays bounded whatever the batch. It returns what TRL's head returns (TRL's loss code reads
+the same fields); tests/test_lm_head.py checks both give the same log-probs, gradients and DPO loss.
+It can also read each pair's prompt once for both answers instead of twice (shared_prompt.py).
 
-The head is used on CPU training only; on a GPU, TRL's Triton kernels do the same job.
+Installed in place of TRL's `add_fused_lm_head` (answer_only_lm_head) for CPU training only; on a GPU,
+TRL's Triton kernels do the same job.
 """
 
 from __future__ import annotations
@@ -24,14 +24,13 @@ from typing import Any
 
 import torch
 
-from identity_dpo.models import has_sliding_window, plain_head_weight
-from identity_dpo.shared_prompt import IGNORE, PackedPairs, pack_pairs, takes_packed_mask
+from identity_dpo.cpu_kernels.architecture import has_sliding_window, plain_head_weight
+from identity_dpo.cpu_kernels.shared_prompt import IGNORE, PackedPairs, pack_pairs, takes_packed_mask
 
-CHUNK_TOKENS = 512  # logits of 512 tokens x a 49k vocabulary: 100 MB in fp32
+CHUNK_TOKENS = 512  # rows of logits computed at once: their memory is CHUNK_TOKENS x the vocabulary
 # The forward's softmax kept for the backward instead of a second vocabulary product there, up to this many bytes
-# per batch (the default pairs' longest batch has 352 answer tokens: 69 MB); the chunks beyond are recomputed.
+# per batch (enough for the default pairs' batches); the chunks beyond are recomputed.
 KEEP_BYTES = 256 << 20
-SHARE_PROMPTS = True  # one row per pair (shared_prompt.py); False runs TRL's two rows per pair (for comparison)
 HEAD_OUTPUTS = ("log_probs", "entropy", "mean_logits", "is_top1")  # the per-token fields this head computes
 
 
@@ -114,8 +113,13 @@ def answer_log_probs(
 
 
 def add_answer_lm_head(model: Any, temperature: float = 1.0, cast_lm_head_to_fp32: bool = False,
-                       outputs: tuple[str, ...] = ("log_probs",), *, fallback: Any) -> None:  # fmt: skip
-    """TRL's `add_fused_lm_head`, for the cases this head covers; anything else goes to TRL's own (`fallback`)."""
+                       outputs: tuple[str, ...] = ("log_probs",), *, fallback: Any,
+                       share_prompts: bool = True) -> None:  # fmt: skip
+    """TRL's `add_fused_lm_head`, for the cases this head covers; anything else goes to TRL's own (`fallback`).
+
+    `share_prompts`: read a batch one pair per row where the model allows it (shares_prompts); False keeps TRL's
+    two rows per pair.
+    """
     if temperature != 1.0 or plain_head_weight(model) is None or set(outputs) - set(HEAD_OUTPUTS):
         fallback(model, temperature=temperature, cast_lm_head_to_fp32=cast_lm_head_to_fp32, outputs=outputs)
         return
@@ -135,7 +139,8 @@ def add_answer_lm_head(model: Any, temperature: float = 1.0, cast_lm_head_to_fp3
         shifted = labels[:, 1:]
         mask = shifted != IGNORE
         attention = self.config._attn_implementation
-        packed = _packed_pairs(args, kwargs, labels) if shares_prompts(self.config, sliding_window) else None
+        packing = share_prompts and shares_prompts(self.config, sliding_window)
+        packed = _packed_pairs(args, kwargs, labels) if packing else None
         if packed is None:
             answer_hidden = self.base_model(*args, **kwargs).last_hidden_state[:, :-1][mask]
         else:
@@ -159,14 +164,14 @@ def add_answer_lm_head(model: Any, temperature: float = 1.0, cast_lm_head_to_fp3
 
 
 def shares_prompts(config: Any, sliding_window: bool | None = None) -> bool:
-    """Whether this head reads a DPO batch of a model with this config one pair per row (shared_prompt.py).
+    """Whether this head can read a DPO batch of a model with this config one pair per row (shared_prompt.py).
 
     `sliding_window` is has_sliding_window(config), when the caller already has it.
     """
     if sliding_window is None:
         sliding_window = has_sliding_window(config)
     # A packed row's 4D mask replaces the model's own, which is where a sliding window would be applied.
-    return SHARE_PROMPTS and not sliding_window and takes_packed_mask(config._attn_implementation)
+    return not sliding_window and takes_packed_mask(config._attn_implementation)
 
 
 def _packed_pairs(args: tuple[Any, ...], kwargs: dict[str, Any], labels: Any) -> PackedPairs | None:
@@ -178,16 +183,16 @@ def _packed_pairs(args: tuple[Any, ...], kwargs: dict[str, Any], labels: Any) ->
 
 
 @contextmanager
-def answer_only_lm_head(enabled: bool) -> Iterator[None]:
+def answer_only_lm_head(share_prompts: bool) -> Iterator[None]:
     """While a DPOTrainer is built, have it install this head instead of its own (it does so in __init__,
-    before it precomputes the reference log-probs); the model keeps the head afterwards."""
-    if not enabled:
-        yield
-        return
+    before it precomputes the reference log-probs); the model keeps the head afterwards. `share_prompts` as in
+    add_answer_lm_head."""
     from trl.trainer import dpo_trainer
 
     original = dpo_trainer.add_fused_lm_head
-    dpo_trainer.add_fused_lm_head = functools.partial(add_answer_lm_head, fallback=original)
+    dpo_trainer.add_fused_lm_head = functools.partial(
+        add_answer_lm_head, fallback=original, share_prompts=share_prompts
+    )
     try:
         yield
     finally:

@@ -4,13 +4,13 @@ PEFT's lora.Linear computes `base(x) + lora_B(lora_A(dropout(x))) * scaling`: th
 a fresh [N, out] tensor, then a full-size multiply by `scaling` and a full-size add follow; the backward pass adds
 another full-size multiply (grad * scaling) and autograd's sum of the two input gradients. Here the LoRA product is
 accumulated into the base output in place (addmm with alpha=scaling) and the scaling is applied to the [N, r] gradient
-instead, so each of those full-size passes goes: with the default 210 rank-16 adapters, the CPU training loop on the
-default pairs took 22.6 -> 19.9 s and its peak memory 2.71 -> 2.35 GiB, one run after the other.
+instead, so each of those full-size passes goes (what that saved in time and peak memory: docs/speed-history.md).
 The graph keeps the tensors PEFT's keeps (x and the [N, r] activation) and no more.
 
-Used for CPU training only; any case the fused path does not compute exactly as PEFT would (dropout, DoRA, several
-adapters, merged or disabled adapters, autocast, mixed dtypes, another device) falls back to PEFT's own forward.
-tests/test_fused_lora.py checks outputs and gradients against PEFT.
+Relies on PEFT's lora.Linear attributes (base_layer, lora_A, lora_B, scaling, lora_dropout, use_dora, lora_variant,
+active_adapters, merged, disable_adapters). Used for CPU training only; any case the fused path does not compute
+exactly as PEFT would (dropout, DoRA, several adapters, merged or disabled adapters, autocast, mixed dtypes, another
+device) falls back to PEFT's own forward. tests/test_fused_lora.py checks outputs and gradients against PEFT.
 """
 
 from __future__ import annotations

@@ -7,9 +7,9 @@ only the input and the [N, 1] inverse norms, and the backward is written out: fo
 (two more when the weight trains, as in full fine-tuning).
 
 Used for CPU training only. A norm is routed here only when its class's forward is, line for line, Llama's (checked
-against the installed transformers, so a changed or different norm, e.g. Gemma's 1 + weight, keeps its own); fp32
-on a CPU without autocast only, anything else runs the module's own forward. tests/test_fused_norm.py checks outputs
-and gradients against it.
+against the installed transformers' LlamaRMSNorm.forward, so a changed or different norm, e.g. Gemma's 1 + weight,
+keeps its own); fp32 on a CPU without autocast only, anything else runs the module's own forward.
+tests/test_fused_norm.py checks outputs and gradients against it.
 """
 
 from __future__ import annotations

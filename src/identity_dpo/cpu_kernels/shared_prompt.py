@@ -1,12 +1,16 @@
-"""One row per DPO pair, so each prompt is read once for both of its answers.
+"""One row per DPO pair, so each prompt is read once for both of its answers (the answer head's packing).
 
 TRL's DPO batch holds every pair twice: prompt + chosen in the first half of the rows, prompt +
-rejected in the second, so the model computes each prompt twice. On the default pairs the prompts
-are 57% of those tokens (42 of 74 per sequence on average). Here a pair becomes one row, prompt +
-chosen + rejected, with an attention mask under which the rejected answer sees the prompt but not
-the chosen answer, and position ids that start the rejected answer where the prompt ends. Every
-answer token then gets the hidden state it gets in its own row (up to float rounding; the tests
-check log-probs, gradients and training losses against TRL's layout), from 30% fewer tokens.
+rejected in the second, so the model computes each prompt twice. Here a pair becomes one row,
+prompt + chosen + rejected, with an attention mask under which the rejected answer sees the prompt
+but not the chosen answer, and position ids that start the rejected answer where the prompt ends.
+Every answer token then gets the hidden state it gets in its own row (up to float rounding; the
+tests check log-probs, gradients and training losses against TRL's layout), from fewer tokens
+(what that saved: docs/speed-history.md).
+
+Relies on TRL's batch layout (all chosen rows, then all rejected rows, each prompt + answer + right
+padding; anything else is left as it is) and on transformers passing a 4D mask to SDPA and eager
+attention as given (takes_packed_mask).
 """
 
 from __future__ import annotations
