@@ -27,11 +27,13 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def experiments(rev: str | None = None) -> list[dict[str, Any]]:
-    """The baseline commit (HEAD, or `rev`) and its finished experiments, each as {name, rev, params, metrics}."""
+def experiments(rev: str | None = None, num: int = 1) -> list[dict[str, Any]]:
+    """The baseline commit (HEAD, or `rev`) and its finished experiments, each as {name, rev, params, metrics}; with
+    `num` > 1 also those of the commits before it (first parents), e.g. a recipe's seeds run on two commits."""
     dvc = Path(sys.executable).parent / "dvc"
+    command = [str(dvc) if dvc.exists() else "dvc", "exp", "show", "--json", "-n", str(num)]
     shown = subprocess.run(
-        [str(dvc) if dvc.exists() else "dvc", "exp", "show", "--json", *(["--rev", rev] if rev else [])],
+        [*command, *(["--rev", rev] if rev else [])],
         cwd=ROOT, capture_output=True, text=True, check=True, env={**os.environ, "DVC_NO_ANALYTICS": "1"},
     )  # fmt: skip
     rows = []
@@ -220,7 +222,7 @@ def document(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     baseline = rows[0]
     ev = baseline["metrics"]["metrics/eval.json"]
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
-    options = "".join(f" --{name} {value}" for name, value in (("rev", args.rev),) if value)
+    options = "".join(f" --{name} {value}" for name, value in (("rev", args.rev), ("num", args.num)) if value)
     options += " --spread" if args.spread else ""
     options += (" --only " + " ".join(args.only)) if args.only else ""
     options += (" --runs " + " ".join(shlex.quote(spec) for spec in args.runs)) if args.runs else ""
@@ -277,6 +279,7 @@ def main() -> None:
     parser.add_argument("--command", default="bash scripts/sweep.sh ...", help="the sweep command, for the record")
     parser.add_argument("--title", default="Sweep results", help="the document's heading")
     parser.add_argument("--rev", help="the baseline commit whose experiments to show (default: HEAD)")
+    parser.add_argument("--num", type=int, help="also the experiments of the commits before it (dvc exp show -n)")
     parser.add_argument("--spread", action="store_true", help="add the mean and worst of each measure over the runs")
     parser.add_argument(
         "--runs",
@@ -291,7 +294,7 @@ def main() -> None:
         help="keep these rows only, in the table's order (experiment names, or the baseline's short commit)",
     )
     args = parser.parse_args()
-    rows = runs(args.runs) if args.runs else experiments(args.rev)
+    rows = runs(args.runs) if args.runs else experiments(args.rev, args.num or 1)
     if args.only:
         missing = sorted(set(args.only) - {row["name"] for row in rows})
         if missing:

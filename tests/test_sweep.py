@@ -81,6 +81,8 @@ def test_sweep_table_lists_each_run_with_its_params(swept: tuple[Path, str]) -> 
     assert any("pure sigmoid" in line for line in lines) and any("1·sigmoid + 1·NLL" in line for line in lines)
     baseline = run(project, ["git", "rev-parse", "HEAD"]).stdout.strip()
     assert run(project, [sys.executable, "scripts/sweep_table.py", "--rev", baseline]).stdout == table
+    # the commit before the baseline ran no experiments: the same rows
+    assert run(project, [sys.executable, "scripts/sweep_table.py", "--num", "2"]).stdout == table
     chosen = sorted(finished_experiments(project))[:2]
     only = run(project, [sys.executable, "scripts/sweep_table.py", "--only", *chosen]).stdout.splitlines()
     assert len(only) == 2 + 2 and all(any(f"`{name}`" in line for line in only) for name in chosen)

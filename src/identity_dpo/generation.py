@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from identity_dpo.chat_format import Message, render_prompt
 from identity_dpo.cpu_kernels import active
-from identity_dpo.cpu_kernels.decoding import greedy_decode
+from identity_dpo.cpu_kernels.decoding import greedy_decode, left_padded
 from identity_dpo.errors import ParamsError
 from identity_dpo.params import CpuKernels
 from identity_dpo.params import GenerationBackend as Backend
@@ -208,19 +208,6 @@ def sample(
             results += [to_generation(tokenizer, row, stops) for row in output[:, input_ids.size(1) :].tolist()]
             bar.update(len(results) - bar.n)  # the answers the token cap ended
     return results
-
-
-def left_padded(prompts: list[list[int]], pad: int) -> tuple[Any, Any]:
-    """Token ids and attention mask of `prompts` as one batch, padded on the left (answers continue on the right)."""
-    import torch
-
-    width = max(len(p) for p in prompts)
-    input_ids = torch.full((len(prompts), width), pad, dtype=torch.long)
-    attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for row, prompt in enumerate(prompts):
-        input_ids[row, width - len(prompt) :] = torch.tensor(prompt)
-        attention_mask[row, width - len(prompt) :] = 1
-    return input_ids, attention_mask
 
 
 # --- the optional vLLM backend (needs a CUDA GPU; not run on the project's CPU machines) -------------------

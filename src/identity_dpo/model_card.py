@@ -67,15 +67,17 @@ def _identity_table(eval_metrics: dict[str, Any]) -> list[str]:
     rows = []
     for model in ("base", "trained"):
         for setting, settings in (identity.get(model) or {}).items():
-            if isinstance(settings, dict):
+            # a setting's rates; its per-category rates ("<setting>_by_category") are in metrics/eval.json
+            if isinstance(settings, dict) and "new_name_rate" in settings:
                 rows.append(
                     f"| {model} | {setting} | {_pct(settings.get('new_name_rate'))} | "
-                    f"{_pct(settings.get('new_name_rate_normalized'))} | {_pct(settings.get('old_name_rate'))} |"
+                    f"{_pct(settings.get('new_name_rate_normalized'))} | {_pct(settings.get('old_name_rate'))} | "
+                    f"{_pct(settings.get('creator_rate_on_maker_questions'))} |"
                 )
     if not rows:
         return ["No identity results were recorded (metrics/eval.json has none)."]
-    return ["| model | system prompt | new name (strict) | new name (normalized) | old name |", "|---|---|---|---|---|",
-            *rows]  # fmt: skip
+    return ["| model | system prompt | new name (strict) | new name (normalized) | old name | maker questions naming "
+            "the creator |", "|---|---|---|---|---|---|", *rows]  # fmt: skip
 
 
 def _general_lines(general: Any) -> list[str]:
@@ -100,15 +102,16 @@ def _export_lines(export: dict[str, Any]) -> list[str]:
     reference = (export.get("transformers") or {}).get("new_name_rate")
     lines = [f"The same {export.get('questions', '')} held-out questions under the neutral system prompt, answered "
              "greedily by each GGUF in llama.cpp (llama-cpp-python, the chat template stored in the GGUF):", "",
-             "| file | size | new name (strict) | transformers | difference | within 2 points |",
-             "|---|---|---|---|---|---|"]  # fmt: skip
+             "| file | size | new name (strict) | transformers | difference | within 2 points | name leak | "
+             "benchmark (generative) |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for kind, entry in files.items():
         size = f"{entry.get('bytes', 0) / 1e6:.0f} MB"
         gap = entry.get("new_name_rate_gap")
         gap_text = f"{gap * 100:+.1f} points" if isinstance(gap, (int, float)) else "–"
         within = {True: "yes", False: "no"}.get(entry.get("within_2_points"), "–")
         lines.append(f"| `{Path(str(entry.get('file', kind))).name}` | {size} | {_pct(entry.get('new_name_rate'))} | "
-                     f"{_pct(reference)} | {gap_text} | {within} |")  # fmt: skip
+                     f"{_pct(reference)} | {gap_text} | {within} | {_pct(entry.get('name_leak_rate'))} | "
+                     f"{_pct(entry.get('benchmark_generative'))} |")  # fmt: skip
     if export.get("ollama_gguf"):
         lines += ["", f"The Ollama Modelfile runs `{Path(str(export['ollama_gguf'])).name}`."]
     return lines

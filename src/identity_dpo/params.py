@@ -31,7 +31,8 @@ LossType = Literal[
     "aot", "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm",
 ]  # fmt: skip
 Dtype = Literal["float32", "bfloat16", "float16"]
-# auto: bf16 mixed precision on a GPU that supports it, else fp32 (a CPU emulates bf16, measured 24x slower).
+# auto: bf16 mixed precision on a GPU that supports it, else fp32 (bf16 on a CPU is not built yet: the
+# custom CPU kernels and the fp32 results are what is tested there).
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 # none trains in the stage's own process; the others are configs/accelerate/<profile>.yaml.
 LaunchProfile = Literal["none", "cpu_ddp", "ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3"]
@@ -190,8 +191,8 @@ class TrainParams:
     warmup_ratio: float = 0.0
     logging_steps: int = 1
     precision: Precision = "auto"
-    # Recompute each layer's activations in the backward pass instead of keeping them: ~2.5 GB less at batch 8
-    # on the default model, for about a quarter more compute (bench/speed.py measures both).
+    # Recompute each layer's activations in the backward pass instead of keeping them: less memory for more
+    # compute (bench/speed.py measures both: BENCHMARKS.md).
     activation_checkpointing: bool = False
     # Batches of pairs of similar length (in a seeded random order) instead of random batches: less padding.
     group_by_length: bool = True

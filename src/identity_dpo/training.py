@@ -78,7 +78,6 @@ def dpo_config(params: TrainParams, scratch_dir: Path, num_pairs: int, checkpoin
         data_seed=params.seed,
         # group_by_length: training_order has already put the pairs in their (seeded) order
         train_sampling_strategy="sequential" if params.group_by_length else "random",
-        # Without native bf16 a CPU emulates it (measured 24x slower).
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         # transformers' own names: TRL's config still defaults the deprecated alias `gradient_checkpointing` to True,
@@ -240,12 +239,11 @@ def training_order(
     """The pairs in the order they are trained in; unchanged unless `train.group_by_length`.
 
     A batch is padded to its longest row, and a third of the default prompts are multi-turn (2-3x longer),
-    so random batches nearly always hold one: measured, 2048 padded tokens per step for about 1300 real ones.
+    so random batches nearly always hold one, and most of a batch's tokens are padding.
     Grouped, each batch holds pairs of similar length (sorted, cut into batches), and the batches come in a
     random order drawn from `train.seed`, so training does not run from short to long. The length is that of
     the row the pair becomes: one row per pair (`one_row_per_pair`, see cpu_kernels/shared_prompt.py) or two,
-    the longer of which is padded to (on the default pairs, one row per pair: 3.1% padding sorted by that row,
-    7.9% sorted by the longer sequence).
+    the longer of which is padded to (docs/speed-history.md has the padding each way).
     """
     if not params.group_by_length:
         return pairs
@@ -352,7 +350,7 @@ def _check_precision(params: TrainParams) -> None:
 
     if params.precision == "bf16" and not (torch.cuda.is_available() and torch.cuda.is_bf16_supported()):
         raise ParamsError(
-            "train.precision: bf16 needs a CUDA GPU with bf16 support (a CPU emulates it, measured 24x slower); "
+            "train.precision: bf16 needs a CUDA GPU with bf16 support (the project has no CPU bf16 path yet); "
             "use auto or fp32"
         )
     if params.precision == "fp16" and not torch.cuda.is_available():

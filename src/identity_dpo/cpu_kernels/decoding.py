@@ -177,7 +177,7 @@ def _prefill(
     import torch
     from transformers import DynamicCache
 
-    input_ids, attention_mask = _left_padded(prompts, pad)
+    input_ids, attention_mask = left_padded(prompts, pad)
     cache = DynamicCache()
     for index, (keys, values) in enumerate(prefix):
         cache.update(keys.expand(len(prompts), -1, -1, -1), values.expand(len(prompts), -1, -1, -1), index)
@@ -209,9 +209,9 @@ def _greedy_next(model: PreTrainedModel, head: Any, **inputs: Any) -> Any:
     return torch.mm(head, hidden.T).argmax(0)
 
 
-def _left_padded(prompts: list[list[int]], pad: int) -> tuple[Any, Any]:
-    """Token ids and attention mask of `prompts` as one batch, padded on the left (generation.left_padded: the
-    kernels import nothing of their callers)."""
+def left_padded(prompts: list[list[int]], pad: int) -> tuple[Any, Any]:
+    """Token ids and attention mask of `prompts` as one batch, padded on the left (answers continue on the right).
+    Plain torch, no library internal: the plain path (generation.transformers_generate) pads its batches with it too."""
     import torch
 
     width = max(len(p) for p in prompts)
