@@ -51,7 +51,7 @@ def experiments(rev: str | None = None, num: int = 1) -> list[dict[str, Any]]:
             if not metrics.get("metrics/eval.json"):
                 continue
             params = data["params"]["params.yaml"]["data"]
-            rows.append({"name": name, "rev": rev, "params": params, "metrics": metrics})
+            rows.append({"name": name, "rev": rev, "params": params, "metrics": metrics, "baseline": baseline["rev"]})
     return rows
 
 
@@ -267,9 +267,16 @@ and the share of general answers that name the new identity unasked.
 def _baseline_note(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     if args.runs:
         return "Each row is one run of the whole pipeline; the columns show the params that differ between them."
+    baselines = list(dict.fromkeys(row.get("baseline", row["rev"])[:7] for row in rows))
+    if len(baselines) == 1:
+        return (
+            f"Baseline commit `{baselines[0]}`; every other row is a DVC experiment on top of it, with only the "
+            "listed params changed."
+        )
     return (
-        f"Baseline commit `{rows[0]['rev'][:7]}`; every other row is a DVC experiment on top of it, with only the "
-        "listed params changed."
+        f"Baseline commits {', '.join(f'`{b}`' for b in baselines)}; a row named by a commit is that commit's own run, "
+        "every other row a DVC experiment on top of one of them, with only the listed params changed (the params of "
+        "the commits differ only where a column shows it)."
     )
 
 
