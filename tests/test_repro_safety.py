@@ -552,9 +552,13 @@ def as_nobody(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture
 def reachable_by_others(project: Path) -> Iterator[None]:
-    """Let another user reach the project (pytest's temporary folders are private to root), then restore."""
+    """Let another user reach the project (pytest's temporary folders are private to root) and run this
+    environment's Python (a checkout or an interpreter under a private folder, e.g. /root or mktemp's), then
+    restore. The folders on the way only become traversable (o+x), not listable."""
     harness_env(project)  # creates the instrumentation folder first, so it is made readable too
-    ancestors = [a for a in project.parents if a != Path("/") and not a.stat().st_mode & 0o001]
+    interpreter = Path(sys.executable)
+    ways = [project, interpreter, interpreter.resolve(), Path(sys.prefix), Path(sys.base_prefix)]
+    ancestors = sorted({a for way in ways for a in way.parents if a != Path("/") and not a.stat().st_mode & 0o001})
     modes = {a: a.stat().st_mode & 0o7777 for a in ancestors}
     for folder in ancestors:
         folder.chmod(modes[folder] | 0o001)
