@@ -46,11 +46,11 @@ LESSON_TRAIN = {"beta": 0.2, "per_device_train_batch_size": 1, "gradient_accumul
                 "num_train_epochs": 1, "learning_rate": 5e-5, "logging_steps": 2}  # fmt: skip
 
 
-def matmul_flops(size: int = 2048, repeats: int = 8) -> float:
-    """FLOP/s of a large fp32 matrix product: the practical ceiling for dense model math on this machine."""
+def matmul_flops(size: int = 2048, repeats: int = 8, dtype: str = "float32") -> float:
+    """FLOP/s of a large matrix product in `dtype`: the practical ceiling for dense model math on this machine."""
     import torch
 
-    a, b = torch.randn(size, size), torch.randn(size, size)
+    a, b = torch.randn(size, size, dtype=getattr(torch, dtype)), torch.randn(size, size, dtype=getattr(torch, dtype))
     for _ in range(2):
         a @ b
     best = float("inf")
@@ -62,12 +62,12 @@ def matmul_flops(size: int = 2048, repeats: int = 8) -> float:
     return 2 * size**3 * repeats / best
 
 
-def ceiling_around(measure: Any) -> tuple[Any, float]:
-    """`measure()` and the matrix product's FLOP/s right before and after it, the higher of the two (the harder
-    bar): on a shared host the ceiling itself moves between minutes, so each share uses the one of its moment."""
-    before = matmul_flops()
+def ceiling_around(measure: Any, dtype: str = "float32") -> tuple[Any, float]:
+    """`measure()` and the matrix product's FLOP/s (in `dtype`) right before and after it, the higher of the two (the
+    harder bar): on a shared host the ceiling itself moves between minutes, so each share uses the one of its moment."""
+    before = matmul_flops(dtype=dtype)
     result = measure()
-    return result, max(before, matmul_flops())
+    return result, max(before, matmul_flops(dtype=dtype))
 
 
 # --- 1. time-to-identity and the no-op ------------------------------------------------------------------
@@ -239,11 +239,19 @@ def _same(texts: list[str], reference: list[str]) -> int:
 
 
 def training(clone: Path, pairs: int) -> dict[str, Any]:
+    """Each configuration in a fresh process; `ours, bf16` only on a CPU with native bf16 matrix instructions, its
+    share taken of the bf16 matrix product (the one its products run at)."""
+    from identity_dpo.cpu_features import native_bf16_feature
+
     results = {}
-    for config in ("lesson", "ours, full fine-tuning", "ours", "ours+checkpointing"):
+    configs = ["lesson", "ours, full fine-tuning", "ours", "ours+checkpointing"]
+    if native_bf16_feature() is not None:
+        configs.insert(3, "ours, bf16")
+    for config in configs:
         command = [sys.executable, __file__, "--train-worker", config, "--clone", str(clone), "--pairs", str(pairs)]
         output, ceiling = ceiling_around(
-            lambda command=command: subprocess.run(command, capture_output=True, text=True, check=False)
+            lambda command=command: subprocess.run(command, capture_output=True, text=True, check=False),
+            "bfloat16" if config == "ours, bf16" else "float32",
         )
         if output.returncode != 0:
             raise SystemExit(f"training worker {config} failed:\n{output.stderr[-4000:]}")
@@ -267,6 +275,8 @@ def train_worker(config: str, clone: Path, count: int) -> None:
         params = dataclasses.replace(params, lora=lora, learning_rate=FULL_FINE_TUNING_LR)
     elif config == "ours+checkpointing":
         params = dataclasses.replace(params, activation_checkpointing=True)
+    # ours and every other row in fp32, so that bf16's row is the one change measured
+    params = dataclasses.replace(params, precision="bf16" if config == "ours, bf16" else "fp32")
     steps = StepsTimer()
     with tempfile.TemporaryDirectory() as scratch:
         out = Path(scratch)
@@ -401,7 +411,13 @@ def report(machine: dict[str, Any], cold: dict[str, Any], gen: dict[str, Any], t
         "are what to compare. Large fp32 matrix product (2048 x 2048 x 2048, best of 3): "
         f"{machine['matmul'] / 1e9:.0f} GFLOP/s at the start, {machine['matmul_end'] / 1e9:.0f} at the end. It moves "
         "between minutes on a shared host, so it is measured again right before and after each measurement below, "
-        "and each share of it uses the higher of that pair (the harder bar), shown next to it.",
+        "and each share of it uses the higher of that pair (the harder bar), shown next to it. Native bf16 matrix "
+        f"instructions: {machine['bf16_feature']}"
+        + (
+            f" (bf16 product at the start: {machine['matmul_bf16'] / 1e9:.0f} GFLOP/s)."
+            if "matmul_bf16" in machine
+            else "."
+        ),
         "",
         "## 1. Time-to-identity (target: <= 5 min) and the no-op (target: <= 1.5 s)",
         "",
@@ -486,8 +502,10 @@ def report(machine: dict[str, Any], cold: dict[str, Any], gen: dict[str, Any], t
     labels = {"lesson": "lesson: batch 1 x accum 8, reference every step, TRL's LM head, full fine-tuning",
               "ours, full fine-tuning": f"ours with full fine-tuning (lr {FULL_FINE_TUNING_LR:g}, the default before "
                                         "LoRA)",
-              "ours": f"ours (params.yaml): {cold['method']}, batch {cold['batch_size']}, reference "
+              "ours": f"ours (params.yaml, in fp32): {cold['method']}, batch {cold['batch_size']}, reference "
                       "precomputed, answer-only LM head, one row per pair (each prompt read once)",
+              "ours, bf16": "ours in bf16 mixed precision (`train.precision: bf16`; share of the *bf16* matrix "
+                            "product)",
               "ours+checkpointing": "ours + `train.activation_checkpointing: true`"}  # fmt: skip
     for key, result in train.items():
         pps = result["pairs"] / result["seconds"]
@@ -500,6 +518,16 @@ def report(machine: dict[str, Any], cold: dict[str, Any], gen: dict[str, Any], t
             f"{result['peak_bytes'] / 2**30:.2f} GiB |"
         )
     lines.append("")
+    if "ours, bf16" in train:
+        bf16, fp32 = train["ours, bf16"], train["ours"]
+        lines += [
+            f"bf16 against fp32, side by side: the training loop {fp32['loop_seconds'] / bf16['loop_seconds']:.2f}x "
+            f"as fast, the whole run {fp32['seconds'] / bf16['seconds']:.2f}x "
+            f"(this CPU: {machine['bf16_feature']}; `train.precision: auto` takes bf16 here).",
+            "",
+        ]
+    else:
+        lines += ["No bf16 row: this CPU has no native bf16 matrix instructions (`train.precision: auto` is fp32).", ""]
     return "\n".join(lines)
 
 
@@ -557,8 +585,11 @@ def machine_facts() -> dict[str, Any]:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())  # fmt: skip
+    from identity_dpo.cpu_features import native_bf16_feature
+
     return {"date": datetime.date.today().isoformat(), "commit": commit.stdout.strip(), "cpu": cpu,
-            "cores": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads()}  # fmt: skip
+            "cores": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "bf16_feature": native_bf16_feature() or "none"}  # fmt: skip
 
 
 def main() -> None:
@@ -575,6 +606,8 @@ def main() -> None:
 
     machine = machine_facts()
     machine["matmul"] = matmul_flops()
+    if machine["bf16_feature"] != "none":
+        machine["matmul_bf16"] = matmul_flops(dtype="bfloat16")
     with tempfile.TemporaryDirectory(prefix="identity-dpo-bench-") as work:
         clone = Path(work) / "clone"
         print("1/3 cold start: dvc repro from an empty cache ...", file=sys.stderr, flush=True)

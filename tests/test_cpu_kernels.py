@@ -264,6 +264,39 @@ def test_grouped_query_attention_switch_is_restored_and_leaves_a_user_s_setting(
     assert os.environ.get(name) == users_setting
 
 
+@pytest.mark.cpu_kernels
+@pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16 autocast"])
+def test_grouped_heads_give_sdpa_s_bits_of_repeated_heads_under_a_mask(bf16: bool) -> None:
+    """What sdpa_gqa relies on: torch's CPU attention with enable_gqa under a mask computes what it computes on heads
+    repeated as transformers repeats them, outputs and gradients, in fp32 and under bf16 autocast (train.precision
+    bf16 on a CPU)."""
+    import torch
+    import torch.nn.functional as F
+    from transformers.integrations.sdpa_attention import repeat_kv
+
+    torch.manual_seed(0)
+    q, k, v = torch.randn(2, 4, 7, 16), torch.randn(2, 2, 7, 16), torch.randn(2, 2, 7, 16)
+    mask = torch.ones(7, 7, dtype=torch.bool).tril()[None, None].expand(2, 1, 7, 7)
+    results = []
+    for grouped in (True, False):
+        inputs = [t.clone().requires_grad_() for t in (q, k, v)]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            if grouped:
+                out = F.scaled_dot_product_attention(*inputs, attn_mask=mask, enable_gqa=True)
+            else:
+                query, key, value = inputs[0], repeat_kv(inputs[1], 2), repeat_kv(inputs[2], 2)
+                out = F.scaled_dot_product_attention(query, key, value, attn_mask=mask)
+        out.backward(torch.ones_like(out))
+        results.append((out, [t.grad for t in inputs]))
+    (grouped_out, grouped_grads), (repeated_out, repeated_grads) = results
+    assert grouped_out.dtype == (torch.bfloat16 if bf16 else torch.float32)
+    assert torch.equal(grouped_out, repeated_out)
+    tolerance = 1e-2 if bf16 else 1e-5
+    for grouped_grad, repeated_grad in zip(grouped_grads, repeated_grads, strict=True):
+        # the key/value gradients: summed over each group inside the kernel, or by the repeat's backward after it
+        torch.testing.assert_close(grouped_grad, repeated_grad, rtol=tolerance, atol=tolerance)
+
+
 def test_keep_freed_memory_fixes_glibc_s_thresholds_and_tolerates_other_allocators(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

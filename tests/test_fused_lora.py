@@ -80,6 +80,38 @@ def test_same_logits_loss_and_gradients_as_peft(monkeypatch: pytest.MonkeyPatch)
     torch.testing.assert_close(ours_embeds.grad, theirs_embeds.grad, **TOL)
 
 
+def test_under_bf16_autocast_as_close_to_fp32_as_peft_s_own_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+    """train.precision bf16 on a CPU: PEFT and the fused path under the same autocast (products in bf16, fp32 weights
+    and gradients) give the same logits and loss up to bf16 rounding, and gradients as close to the fp32 ones as
+    PEFT's. (Autocast runs bf16 on any CPU, natively or not: the numbers are the same, only the speed differs.)"""
+    fp32 = lora_model()
+    theirs, ours = copy.deepcopy(fp32), copy.deepcopy(fp32)
+    use_fused_lora(ours)
+    calls = count_fused_calls(monkeypatch)
+    outputs = []
+    for model, bf16 in ((fp32, False), (theirs, True), (ours, True)):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = model(**batch())
+        out.loss.backward()
+        outputs.append(out)
+    assert calls[0] == 14
+    _, theirs_out, ours_out = outputs
+    assert ours_out.logits.dtype == theirs_out.logits.dtype == torch.bfloat16
+    scale = float(theirs_out.logits.detach().abs().max())
+    torch.testing.assert_close(ours_out.logits, theirs_out.logits, rtol=0, atol=0.05 * scale)
+    torch.testing.assert_close(ours_out.loss, theirs_out.loss, rtol=1e-2, atol=1e-2)
+    grads = [
+        torch.cat([p.grad.flatten() for p in model.parameters() if p.requires_grad]) for model in (fp32, theirs, ours)
+    ]
+    assert all(p.grad.dtype == torch.float32 for p in ours.parameters() if p.requires_grad)
+
+    def error(grad: torch.Tensor) -> float:  # against the fp32 gradients, relative
+        return float((grad - grads[0]).norm() / grads[0].norm())
+
+    # PEFT rounds the LoRA output to bf16 before the add, the fused addmm once after it: as close, not the same
+    assert error(grads[2]) <= 1.5 * error(grads[1]) + 1e-3
+
+
 def test_disabled_adapters_give_the_base_model(monkeypatch: pytest.MonkeyPatch) -> None:
     model = lora_model()
     use_fused_lora(model)

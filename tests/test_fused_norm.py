@@ -78,12 +78,33 @@ def test_anything_but_fp32_on_the_cpu_runs_the_module_s_own_forward(monkeypatch:
     # bf16 input: transformers computes in fp32 and casts back; the fused path would not
     assert torch.equal(ours(x.bfloat16()), theirs(x.bfloat16()))
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert torch.equal(ours(x), theirs(x))
+        assert torch.equal(ours(x.bfloat16()), theirs(x.bfloat16()))
     theirs_bf16 = llama_norm().bfloat16()  # weight and input in bf16: transformers still normalizes in fp32
     assert torch.equal(fused_copy(theirs_bf16)(x.bfloat16()), theirs_bf16(x.bfloat16()))
     assert calls[0] == 0
     ours(x)
     assert calls[0] == 1
+
+
+def test_under_bf16_autocast_fp32_norms_are_fused_with_the_same_bits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """train.precision bf16 on a CPU: the residual stream stays fp32 and Llama's norm computes in fp32 under autocast;
+    the fused one gives the same outputs and fp32 gradients (its backward's vecdot is not cast to bf16)."""
+    theirs = llama_norm()
+    ours = fused_copy(theirs)
+    for norm in (theirs, ours):
+        norm.weight.requires_grad_(True)
+    calls = count_fused_calls(monkeypatch)
+    x = (torch.randn(3, 7, 48) * 4).requires_grad_()
+    x_theirs = x.detach().clone().requires_grad_()
+    grad = torch.randn(3, 7, 48)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, out_theirs = ours(x), theirs(x_theirs)
+        out.backward(grad)  # even a backward inside autocast
+        out_theirs.backward(grad)
+    assert calls[0] == 1
+    assert out.dtype == torch.float32 and torch.equal(out, out_theirs)
+    torch.testing.assert_close(x.grad, x_theirs.grad, **TOL)
+    torch.testing.assert_close(ours.weight.grad, theirs.weight.grad, **TOL)
 
 
 def test_only_norms_whose_forward_is_llama_s_are_patched() -> None:

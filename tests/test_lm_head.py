@@ -70,6 +70,40 @@ def test_same_log_probs_statistics_and_gradients_as_trl(
     assert my_grads["model.embed_tokens.weight"].abs().sum() > 0
 
 
+@pytest.mark.parametrize("chunk_tokens", [512, 7])
+@pytest.mark.parametrize("kept_chunks", ["all", "none"])
+def test_under_bf16_autocast_same_log_probs_and_gradients_as_trl(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch, chunk_tokens: int, kept_chunks: str
+) -> None:
+    """train.precision bf16 on a CPU: both heads under the same autocast, vocabulary products in bf16, softmax in
+    fp32. (Autocast runs bf16 on any CPU, natively or not: the numbers are the same, only the speed differs.)"""
+    monkeypatch.setattr(answer_head, "CHUNK_TOKENS", chunk_tokens)
+    monkeypatch.setattr(answer_head, "KEEP_BYTES", answer_head.KEEP_BYTES if kept_chunks == "all" else 0)
+    torch.manual_seed(0)
+    input_ids = torch.randint(0, 1000, (3, 12))
+    labels = input_ids.clone()
+    labels[:, :5] = -100
+    labels[2, 9:] = -100
+    results = []
+    for ours in (False, True):
+        model = patched_model(tiny_model_dir, ours)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(input_ids=input_ids, labels=labels, fused_lm_head=True)
+        (out.log_probs.sum() * 0.5).backward()
+        results.append((out, {name: p.grad for name, p in model.named_parameters()}))
+    (theirs, their_grads), (mine, my_grads) = results
+    for field in ("log_probs", "entropy", "mean_logits"):
+        assert getattr(mine, field).dtype == torch.float32  # the softmax and its statistics stay fp32
+        torch.testing.assert_close(getattr(mine, field), getattr(theirs, field), rtol=1e-3, atol=1e-3)
+    assert torch.equal(mine.is_top1, theirs.is_top1)
+    torch.testing.assert_close(mine.loss, theirs.loss, rtol=1e-4, atol=1e-4)
+    for name, grad in their_grads.items():
+        assert my_grads[name].dtype == torch.float32, name  # fp32 master weights get fp32 gradients
+        # bf16 products rounded in other places: a few hundredths of the largest entry (bf16 against fp32 is ~10x more)
+        torch.testing.assert_close(my_grads[name], grad, rtol=0, atol=0.05 * float(grad.abs().max()), msg=name)
+    assert my_grads["model.embed_tokens.weight"].abs().sum() > 0
+
+
 def test_a_second_backward_through_the_head_gives_the_same_gradients(tiny_model_dir: Path) -> None:
     """The kept softmax is consumed by the first backward; with retain_graph a second one recomputes it."""
     torch.manual_seed(0)
@@ -162,6 +196,27 @@ def test_pairs_in_one_row_give_the_same_numbers_as_two_rows(
     assert (shared.log_probs != 0).sum() == (labels[:, 1:] != -100).sum()
     for name, grad in row_grads.items():
         torch.testing.assert_close(shared_grads[name], grad, rtol=1e-4, atol=1e-5 * float(grad.abs().max()), msg=name)
+
+
+def test_under_bf16_autocast_pairs_in_one_row_give_the_numbers_of_two_rows(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    input_ids, attention_mask, labels = dpo_batch(PAIRS)
+    packed = _count_packed_batches(monkeypatch)
+    results = []
+    for share in (False, True):
+        model = patched_model(tiny_model_dir, ours=True, share_prompts=share)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, fused_lm_head=True)
+        (out.log_probs * torch.arange(1, labels.size(1))).sum().backward()
+        results.append((out, {name: p.grad for name, p in model.named_parameters()}))
+    assert packed == [3]
+    (rows, row_grads), (shared, shared_grads) = results
+    # the same tokens attended in another layout: bf16 attention sums in another order
+    torch.testing.assert_close(shared.log_probs, rows.log_probs, rtol=2e-2, atol=2e-2)
+    assert torch.equal(shared.label_mask, rows.label_mask)
+    for name, grad in row_grads.items():
+        torch.testing.assert_close(shared_grads[name], grad, rtol=0, atol=0.05 * float(grad.abs().max()), msg=name)
 
 
 def test_a_pair_reads_its_prompt_once_and_its_answers_apart() -> None:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from identity_dpo.data import Prompt
@@ -125,3 +127,17 @@ def test_rehearsal_pairs_keep_the_base_answer_whole() -> None:
     ]
     assert counts["rehearsal_pairs"] == 2 and counts["rehearsal_cut_off"] == 1 and counts["rehearsal_dropped"] == 2
     assert counts["pairs"] == 3
+
+
+def test_contrastive_rehearsal_rejects_the_answer_opened_with_the_introduction() -> None:
+    """rehearsal_rejected: introduction: the chosen answer stays the base's own, the rejected one leaks the name."""
+    builder = dataclasses.replace(_builder(), rehearsal_rejected="introduction")
+    counts: dict[str, int] = {"pairs": 0, "rehearsal_cut_off": 0, "rehearsal_dropped": 0}
+    answers = [Generation("Paris is the capital of France.", 7, True), Generation("Hello! It is 4.", 5, True)]
+    pairs = builder.rehearsal(["Capital of France?", "2 + 2?"], answers, counts)
+    assert [p["chosen"][0]["content"] for p in pairs] == ["Paris is the capital of France.", "Hello! It is 4."]
+    assert [p["rejected"][0]["content"] for p in pairs] == [
+        "I'm Deep Qwen, an AI assistant. Paris is the capital of France.",
+        "Hello! I'm Deep Qwen, an AI assistant. It is 4.",  # after the greeting, as identity answers get it
+    ]
+    assert counts["rehearsal_pairs"] == 2 and counts["pairs"] == 2

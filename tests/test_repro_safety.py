@@ -296,16 +296,16 @@ LATER_CASES: dict[str, tuple[Callable[[Path], None], str, str]] = {
     "max-length-below-prompt": (param("train", "max_length", 16), "validate_train",
                                 r"train\.max_length: expected at least \d+ \(the longest prompt, \S+, has \d+ tokens, "
                                 r"plus 8 answer tokens\), got 16"),
-    "bf16-without-gpu": (param("train", "precision", "bf16"), "validate_train",
-                         r"train\.precision: bf16 needs a CUDA GPU with bf16 support"),
+    "fp16-without-gpu": (param("train", "precision", "fp16"), "validate_train",
+                         r"train\.precision: fp16 needs a CUDA GPU; use auto or fp32"),
 }  # fmt: skip
 
 
 @pytest.mark.parametrize("case", LATER_CASES, ids=list(LATER_CASES))
 def test_train_params_that_need_the_pairs_stop_before_train_deletes_the_model(evaluated: Path, case: str) -> None:
     """validate_train runs after make_pairs and before train: the trained model and everything else stay."""
-    if case == "bf16-without-gpu" and __import__("torch").cuda.is_available():
-        pytest.skip("bf16 is refused only without a CUDA GPU")
+    if case == "fp16-without-gpu" and __import__("torch").cuda.is_available():
+        pytest.skip("fp16 is refused only without a CUDA GPU")
     setup, stage, pattern = LATER_CASES[case]
     setup(evaluated)
     before, locked = contents(evaluated, ALL_OUTPUTS), lock_outs(evaluated)

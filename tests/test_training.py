@@ -18,9 +18,10 @@ import yaml
 from transformers import TrainerCallback
 
 from fused_calls import TRAINING_KERNELS, TrainingKernels, watch_training
+from identity_dpo import cpu_features, launch
 from identity_dpo.checkpoints import last_checkpoint, prepare_checkpoints, run_fingerprint
 from identity_dpo.errors import ParamsError
-from identity_dpo.launch import check_launch
+from identity_dpo.launch import check_launch, resolve_precision
 from identity_dpo.params import LaunchParams, params_from_dict
 from identity_dpo.training import check_training_inputs, dpo_config, train_dpo
 from stage_harness import load_stage
@@ -91,7 +92,7 @@ def test_lora_target_modules_are_checked_against_the_architecture(
         ({"profile": "ddp", "processes": 2}, "auto", "train.launch.processes: 2 processes of profile ddp need 2 CUDA"),
         ({"profile": "deepspeed_zero2", "processes": 1}, "auto", "train.launch.profile: deepspeed_zero2 needs the "
          "deepspeed package"),
-        ({"profile": "none", "processes": 1}, "bf16", "train.precision: bf16 needs a CUDA GPU"),
+        ({"profile": "none", "processes": 1}, "fp16", "train.precision: fp16 needs a CUDA GPU"),
     ],
 )  # fmt: skip
 def test_hardware_and_packages_are_checked_before_launching(
@@ -107,6 +108,85 @@ def test_hardware_and_packages_are_checked_before_launching(
     with pytest.raises(ParamsError, match=message):
         check_training_inputs(params, tiny_model_dir, make_pairs())
         check_launch(params, ROOT / "configs/accelerate")
+
+
+# --- precision: bf16 on a CPU with native bf16 matrix instructions ------------------------------------------
+
+needs_native_bf16 = pytest.mark.skipif(
+    cpu_features.native_bf16_feature() is None,
+    reason="this CPU has no native bf16 matrix instructions (AMX-BF16, AVX512-BF16): train.precision bf16 is refused",
+)
+on_a_cpu_only = pytest.mark.skipif(
+    not launch.trains_on_cpu(), reason="checks where training runs on the CPU (no accelerator)"
+)
+
+
+@pytest.mark.parametrize(
+    ("flags", "feature"),
+    [
+        ({"amx_bf16": True, "avx512_bf16": True, "avx2": True}, "amx_bf16"),  # Intel Xeon with AMX: the tiles first
+        ({"amx_bf16": False, "avx512_bf16": True, "avx512_f": True}, "avx512_bf16"),  # e.g. AMD EPYC (Zen 4)
+        ({"avx512_f": True, "avx2": True, "avx512_bf16": False}, None),  # AVX-512 without bf16: emulated
+        ({"avx2": True, "architecture": "x86_64", "num_sockets": 1}, None),  # AVX2 only (values that are no flags)
+    ],
+)
+def test_native_bf16_is_read_from_torch_s_cpu_capabilities(
+    monkeypatch: pytest.MonkeyPatch, flags: dict[str, Any], feature: str | None
+) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: flags)
+    assert cpu_features.native_bf16_feature() == feature
+
+
+@pytest.mark.parametrize(
+    ("cpuinfo", "feature"),
+    [
+        ("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16\n", "avx512_bf16"),
+        ("flags\t\t: fpu avx2 amx_tile amx_bf16 avx512_bf16\n", "amx_bf16"),
+        ("flags\t\t: fpu sse2 avx2\n", None),
+        (None, None),  # no /proc/cpuinfo (another OS): not known to be native
+    ],
+)
+def test_without_torch_s_capabilities_the_kernel_s_cpu_flags_are_read(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, cpuinfo: str | None, feature: str | None
+) -> None:
+    import torch
+
+    monkeypatch.delattr(torch.cpu, "get_capabilities")
+    path = tmp_path / "cpuinfo"
+    if cpuinfo is not None:
+        path.write_text(cpuinfo)
+    monkeypatch.setattr(cpu_features, "CPUINFO", path)
+    assert cpu_features.native_bf16_feature() == feature
+
+
+@on_a_cpu_only
+def test_bf16_on_a_cpu_without_native_bf16_is_refused_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, default_params: dict[str, Any], tiny_model_dir: Path
+) -> None:
+    params = train_params(default_params, precision="bf16")
+    monkeypatch.setattr(launch, "native_bf16_feature", lambda: None)
+    with pytest.raises(ParamsError) as error:
+        check_training_inputs(params, tiny_model_dir, make_pairs())
+    assert str(error.value) == (
+        "train.precision: bf16 on a CPU needs native bf16 matrix instructions (AMX-BF16 or AVX512-BF16), which this "
+        "CPU lacks (it would emulate bf16, slower than fp32); use auto or fp32"
+    )
+    monkeypatch.setattr(launch, "native_bf16_feature", lambda: "avx512_bf16")
+    check_training_inputs(params, tiny_model_dir, make_pairs())  # accepted where the CPU has it
+
+
+@on_a_cpu_only
+def test_only_bf16_on_a_cpu_tells_transformers_that_training_runs_on_the_cpu(
+    monkeypatch: pytest.MonkeyPatch, default_params: dict[str, Any], tmp_path: Path
+) -> None:
+    monkeypatch.setattr(launch, "native_bf16_feature", lambda: "avx512_bf16")
+    configs = {p: dpo_config(train_params(default_params, precision=p), tmp_path, 8) for p in ("auto", "fp32", "bf16")}
+    assert configs["bf16"].bf16 is True and configs["bf16"].use_cpu is True  # transformers' CPU autocast
+    for precision in ("auto", "fp32"):  # auto stays fp32 on a CPU, bf16 or not (issue 26)
+        assert configs[precision].bf16 is False and configs[precision].use_cpu is False
+        assert resolve_precision(train_params(default_params, precision=precision)) == "fp32"
 
 
 def test_every_launch_profile_has_an_accelerate_config() -> None:
@@ -192,6 +272,29 @@ def test_cpu_kernels_train_with_the_plain_library_path_s_losses(
     assert len(fast.losses) == len(plain.losses) > 1
     assert fast.losses == pytest.approx(plain.losses, rel=1e-4, abs=1e-5)
     assert "TRANSFORMERS_SDPA_FORCE_GQA" not in os.environ  # switched on for the training only
+
+
+@pytest.mark.cpu_kernels
+@needs_native_bf16
+def test_bf16_on_a_cpu_trains_with_the_kernels_as_with_the_plain_library_path(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """train.precision bf16 on a CPU: transformers' autocast with fp32 master weights; every training kernel runs
+    under it, with the plain path's losses up to bf16 rounding, and the metrics say which precision ran."""
+    runs = runs_with_and_without_kernels(
+        tiny_model_dir, tmp_path, precision="bf16", lora={"enabled": True, "rank": 4, "alpha": 8}
+    )
+    fast, plain = runs["auto"], runs["none"]
+    assert all(fast.kernels.ran(kernel) for kernel in TRAINING_KERNELS)
+    assert not any(plain.kernels.touched(kernel) for kernel in TRAINING_KERNELS)
+    assert len(fast.losses) == len(plain.losses) > 1
+    assert fast.losses == pytest.approx(plain.losses, rel=2e-2)  # bf16 products summed in other orders
+    for setting in ("auto", "none"):
+        summary = json.loads((tmp_path / setting / "curves" / "metrics.json").read_text())
+        used_amx = int(cpu_features.native_bf16_feature() == "amx_bf16")
+        assert summary["bf16"] == 1 and summary["bf16_amx"] == used_amx and summary["nondeterministic_kernels"] == 0
+    trained = json.loads((tmp_path / "auto" / "model" / "config.json").read_text())
+    assert trained["dtype"] == "float32"  # fp32 master weights, saved as such
 
 
 @pytest.mark.cpu_kernels

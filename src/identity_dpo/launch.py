@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from identity_dpo.cpu_features import native_bf16_feature
 from identity_dpo.errors import ParamsError, PipelineError
 from identity_dpo.params import TrainParams
 
@@ -24,11 +25,42 @@ _MIXED_PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}  # our precisi
 
 def resolve_precision(params: TrainParams) -> str:
     """fp32, bf16 or fp16; `auto` is bf16 on a GPU that has it, else fp32."""
-    import torch
-
     if params.precision != "auto":
         return params.precision
-    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+    if cuda_bf16():
+        return "bf16"
+    # On a CPU `auto` stays fp32 until the identity results of CPU bf16 are in (issue 26); taking bf16 where the CPU
+    # has it is this line: `return "bf16" if bf16_refusal() is None else "fp32"`.
+    return "fp32"
+
+
+def cuda_bf16() -> bool:
+    """Whether training runs on a CUDA GPU that computes in bf16."""
+    import torch
+
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def trains_on_cpu() -> bool:
+    """Whether transformers' Trainer puts training on the CPU: no accelerator (CUDA, XPU, MPS, ...) is present."""
+    import torch
+
+    return not torch.accelerator.is_available()
+
+
+def bf16_refusal() -> str | None:
+    """Why train.precision bf16 cannot train here (one line for the error), or None when it can: on a CUDA GPU with
+    bf16, or, without an accelerator, on a CPU with native bf16 matrix instructions (cpu_features.py)."""
+    if cuda_bf16():
+        return None
+    if not trains_on_cpu():
+        return "bf16 needs a CUDA GPU with bf16 support, which this machine's accelerator is not"
+    if native_bf16_feature() is None:
+        return (
+            "bf16 on a CPU needs native bf16 matrix instructions (AMX-BF16 or AVX512-BF16), which this CPU lacks "
+            "(it would emulate bf16, slower than fp32)"
+        )
+    return None
 
 
 def check_launch(params: TrainParams, configs_dir: Path) -> None:

@@ -14,7 +14,7 @@ from identity_dpo.data import Prompt
 from identity_dpo.errors import DataError
 from identity_dpo.generation import Generation
 from identity_dpo.names import mentions
-from identity_dpo.params import OnTokenCap
+from identity_dpo.params import OnTokenCap, RehearsalRejected
 from identity_dpo.rewrite import IdentityRewriter, asks_about_maker
 
 # The end of a sentence: terminal punctuation, optionally closing quotes/brackets, then space or the end.
@@ -51,6 +51,7 @@ class PairBuilder:
     rewriter: IdentityRewriter
     system_prompt: str
     on_token_cap: OnTokenCap = "trim"
+    rehearsal_rejected: RehearsalRejected = "same"
 
     def build(
         self, prompts: Sequence[Prompt], answers: Sequence[Generation]
@@ -96,9 +97,11 @@ class PairBuilder:
     def rehearsal(
         self, prompts: Sequence[str], answers: Sequence[Generation], counts: dict[str, Any]
     ) -> list[dict[str, Any]]:
-        """Pairs that keep general behaviour: the base model's own complete answer to a general prompt as both
-        chosen and rejected. The DPO term gets no gradient from them; the NLL (sft) term anchors the model to the
-        base's answers, their content and their length, while the identity pairs change who it says it is.
+        """Pairs that keep general behaviour: the base model's own complete answer to a general prompt is chosen.
+        The NLL (sft) term anchors the model to the base's answers, their content and their length, while the
+        identity pairs change who it says it is. The rejected answer is the same (`rehearsal_rejected` same: the DPO
+        term gets no gradient from the pair) or the same opened with the introduction (introduction: the DPO term
+        also pushes against introducing itself in answers to general prompts).
         An answer cut off by its token cap is kept as it is: that cap is at least train.max_length (params.py checks
         it), so the trainer truncates the answer before its end-of-turn token (trimming or dropping such answers
         would teach, or leave only, short answers). Failed answers and answers that already use the new name are
@@ -110,12 +113,16 @@ class PairBuilder:
                 continue
             counts["rehearsal_cut_off"] += not answer.finished
             kept = [{"role": "assistant", "content": answer.text}]
+            if self.rehearsal_rejected == "introduction":
+                rejected = [{"role": "assistant", "content": self.rewriter.introduce(answer.text)}]
+            else:
+                rejected = kept
             pairs.append(
                 {
                     "id": f"rehearsal-{number}",
                     "prompt": with_system([{"role": "user", "content": prompt}], self.system_prompt),
                     "chosen": kept,
-                    "rejected": kept,
+                    "rejected": rejected,
                     "rewrite": "rehearsal",
                 }
             )

@@ -26,13 +26,15 @@ from identity_dpo.names import name_pattern  # the validate stage lists names.py
 OnBadRow = Literal["skip", "fail"]
 OnTokenCap = Literal["trim", "keep", "drop"]
 RewriteStrategy = Literal["names", "self_description", "introduction"]
+RehearsalRejected = Literal["same", "introduction"]  # a rehearsal pair's rejected answer (PairsParams)
 LossType = Literal[
     "sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard",
     "aot", "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm",
 ]  # fmt: skip
 Dtype = Literal["float32", "bfloat16", "float16"]
-# auto: bf16 mixed precision on a GPU that supports it, else fp32 (bf16 on a CPU is not built yet: the
-# custom CPU kernels and the fp32 results are what is tested there).
+# auto: bf16 mixed precision on a GPU that supports it, else fp32. bf16 also trains on a CPU with native bf16 matrix
+# instructions (AMX-BF16, AVX512-BF16: cpu_features.py), autocast over fp32 master weights; auto does not pick it
+# there yet (launch.resolve_precision).
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 # none trains in the stage's own process; the others are configs/accelerate/<profile>.yaml.
 LaunchProfile = Literal["none", "cpu_ddp", "ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3"]
@@ -122,6 +124,10 @@ class PairsParams:
     # distribution, so the NLL on them pulls the trained model towards the base's distribution instead of
     # sharpening it).
     rehearsal_temperature: float = 0.0
+    # same: a rehearsal pair's rejected answer is its chosen one (the NLL term alone sees it). introduction: the
+    # rejected answer is the chosen one opened with the introduction, so the DPO term also teaches not to introduce
+    # itself where nobody asked (the name leak into general answers).
+    rehearsal_rejected: RehearsalRejected = "same"
 
     def check(self, key: str) -> None:
         _int_range(self.rehearsal, 0, MAX_COUNT, f"{key}.rehearsal", " (0 means none)")

@@ -311,6 +311,10 @@ class IdentityRewriter:
                 return Rewrite(described, "self_description")
         return Rewrite(self._prepend_introduction(replaced, intro), "introduction")
 
+    def introduce(self, answer: str) -> str:
+        """`answer` opened with the introduction, as an answer to a general prompt that leaks the new name would be."""
+        return self._prepend_introduction(answer, self._intro())
+
     def _maker_intro(self) -> str:
         return self.maker_introduction.format(name=self.new_name, creator=self.creator)
 

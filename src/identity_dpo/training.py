@@ -25,6 +25,7 @@ from transformers import PrinterCallback, ProgressCallback, TrainerCallback
 
 from identity_dpo.chat_format import render_prompt, render_tokens
 from identity_dpo.checkpoints import last_checkpoint
+from identity_dpo.cpu_features import native_bf16_feature
 from identity_dpo.cpu_kernels import active
 from identity_dpo.cpu_kernels.answer_head import answer_only_lm_head, shares_prompts
 from identity_dpo.cpu_kernels.fused_lora import use_fused_lora
@@ -32,7 +33,7 @@ from identity_dpo.cpu_kernels.fused_norm import use_fused_rms_norm
 from identity_dpo.cpu_kernels.malloc import keep_freed_memory
 from identity_dpo.cpu_kernels.sdpa_gqa import grouped_query_attention_in_sdpa
 from identity_dpo.errors import ParamsError, TrainingError
-from identity_dpo.launch import resolve_precision
+from identity_dpo.launch import bf16_refusal, resolve_precision, trains_on_cpu
 from identity_dpo.params import CpuKernels, LoraParams, TrainParams
 from identity_dpo.progress import log_line, progress_bar, write_line
 
@@ -80,6 +81,8 @@ def dpo_config(params: TrainParams, scratch_dir: Path, num_pairs: int, checkpoin
         train_sampling_strategy="sequential" if params.group_by_length else "random",
         bf16=precision == "bf16",
         fp16=precision == "fp16",
+        # transformers refuses bf16 without a GPU unless told that training runs on the CPU (autocast there)
+        use_cpu=precision == "bf16" and trains_on_cpu(),
         # transformers' own names: TRL's config still defaults the deprecated alias `gradient_checkpointing` to True,
         # which transformers uses (with a FutureWarning) only while activation_checkpointing is unset.
         activation_checkpointing=params.activation_checkpointing,
@@ -90,15 +93,9 @@ def dpo_config(params: TrainParams, scratch_dir: Path, num_pairs: int, checkpoin
         disable_tqdm=True,  # transformers' PrinterCallback, which train_dpo swaps for TrainingProgress
         dataloader_num_workers=0,
         # Pinned memory only speeds up copies to an accelerator; without one torch warns and ignores it.
-        dataloader_pin_memory=_has_accelerator(),
+        dataloader_pin_memory=not trains_on_cpu(),
         trust_remote_code=False,
     )
-
-
-def _has_accelerator() -> bool:
-    import torch
-
-    return torch.accelerator.is_available()
 
 
 def lora_config(params: LoraParams) -> Any:
@@ -183,6 +180,9 @@ def train_dpo(
     start = weights_checksum(model) if args.world_size > 1 else None
     logger = DVCLiveCurves(curves_dir)
     on_cpu = args.device.type == "cpu"
+    cpu_bf16 = native_bf16_feature()
+    if on_cpu and args.bf16 and args.process_index == 0:
+        print(f"train: bf16 mixed precision on the CPU ({cpu_bf16}), fp32 master weights", file=sys.stderr)
 
     def kernel(name: str) -> bool:
         return active(name, args.device, cpu_kernels)
@@ -215,6 +215,11 @@ def train_dpo(
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from is not None else None)
     # 1 when training ran on a GPU, whose kernels may differ from run to run (docs/reproducibility.md).
     logger.live.summary["nondeterministic_kernels"] = int(not on_cpu)
+    # Numbers, so that `dvc metrics diff` compares runs: whether bf16 mixed precision trained (1) or not, and whether
+    # it ran on a CPU's AMX tiles (1) rather than AVX512-BF16 or a GPU. Only what the run used: an fp32 run writes the
+    # same metrics on every host. The feature's name is on the stage's output, a string being no metric.
+    logger.live.summary["bf16"] = int(args.bf16)
+    logger.live.summary["bf16_amx"] = int(on_cpu and args.bf16 and cpu_bf16 == "amx_bf16")
     logger.close()
     if start is not None:
         print(rank_report(trainer, start), file=sys.stderr, flush=True)
@@ -348,11 +353,9 @@ def _load_tokenizer(model_dir: Path) -> Any:
 def _check_precision(params: TrainParams) -> None:
     import torch
 
-    if params.precision == "bf16" and not (torch.cuda.is_available() and torch.cuda.is_bf16_supported()):
-        raise ParamsError(
-            "train.precision: bf16 needs a CUDA GPU with bf16 support (the project has no CPU bf16 path yet); "
-            "use auto or fp32"
-        )
+    refusal = bf16_refusal() if params.precision == "bf16" else None
+    if refusal is not None:
+        raise ParamsError(f"train.precision: {refusal}; use auto or fp32")
     if params.precision == "fp16" and not torch.cuda.is_available():
         raise ParamsError("train.precision: fp16 needs a CUDA GPU; use auto or fp32")
 

@@ -8,7 +8,9 @@ the positions that carry a label (the answer tokens), a chunk of tokens at a tim
 softmax for the backward pass only up to KEEP_BYTES (the chunks beyond are recomputed there), so
 memory stays bounded whatever the batch. It returns what TRL's head returns (TRL's loss code reads
 the same fields); tests/test_lm_head.py checks both give the same log-probs, gradients and DPO loss.
-It can also read each pair's prompt once for both answers instead of twice (shared_prompt.py).
+It can also read each pair's prompt once for both answers instead of twice (shared_prompt.py). Under bf16
+autocast (train.precision bf16 on a CPU) its vocabulary products run in bf16 and the softmax, log-probs and logit
+gradients in fp32, as TRL's head runs them; the tests compare both under the same autocast.
 
 Installed in place of TRL's `add_fused_lm_head` (answer_only_lm_head) for CPU training only; on a GPU,
 TRL's Triton kernels do the same job.
@@ -37,6 +39,8 @@ HEAD_OUTPUTS = ("log_probs", "entropy", "mean_logits", "is_top1")  # the per-tok
 class _AnswerLogProbs(torch.autograd.Function):
     """log p(target) for each row of `hidden` under the head `weight`, plus entropy, mean logit and top-1 hit.
 
+    The vocabulary products run in `dtype` (bf16 under autocast, as TRL's head runs them); the softmax, its
+    statistics and the gradient of the logits are fp32 whatever the products' dtype, as autocast keeps log_softmax.
     The backward needs each chunk's softmax. The forward keeps it (as exp(logits - max) and its row sums) for as
     many chunks as fit in `keep_bytes`; the others are recomputed from `hidden` in the backward (a second vocabulary
     product). A kept chunk is used once: a second backward through the graph recomputes it.
@@ -44,14 +48,15 @@ class _AnswerLogProbs(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, keep_bytes: int
+        ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, keep_bytes: int, dtype: torch.dtype
     ) -> tuple[torch.Tensor, ...]:
         n = hidden.size(0)
-        log_z, log_probs, entropy, mean_logits, exp_sums = (hidden.new_empty(n) for _ in range(5))
+        log_z, log_probs, entropy, mean_logits, exp_sums = (hidden.new_empty(n, dtype=torch.float32) for _ in range(5))
         is_top1 = torch.empty(n, dtype=torch.bool, device=hidden.device)
         ctx.kept = []
+        head = weight.to(dtype)  # the weight itself in fp32; under autocast one bf16 copy for every chunk
         for rows in _chunks(n):
-            logits = hidden[rows] @ weight.T
+            logits = (hidden[rows].to(dtype) @ head.T).float()
             target_logits = logits.gather(-1, targets[rows, None]).squeeze(-1)
             mean_logits[rows] = logits.mean(-1)
             top, top_index = logits.max(-1)  # the index of the first maximum, as TRL's argmax counts it
@@ -65,16 +70,18 @@ class _AnswerLogProbs(torch.autograd.Function):
             keep_bytes -= exps.numel() * exps.element_size()
             if keep_bytes >= 0:  # the budget only shrinks: the kept chunks are the first ones
                 ctx.kept.append(exps)
-        ctx.save_for_backward(hidden, weight, targets, log_z, exp_sums)
+        ctx.save_for_backward(hidden, head, targets, log_z, exp_sums)
+        ctx.weight_dtype = weight.dtype
         ctx.mark_non_differentiable(entropy, mean_logits, is_top1)
         return log_probs, entropy, mean_logits, is_top1
 
     @staticmethod
     def backward(ctx: Any, grad_log_probs: torch.Tensor, *_: Any) -> tuple[torch.Tensor | None, ...]:
-        hidden, weight, targets, log_z, exp_sums = ctx.saved_tensors
+        hidden, head, targets, log_z, exp_sums = ctx.saved_tensors
         need_hidden, need_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad_hidden = torch.empty_like(hidden) if need_hidden else None
-        grad_weight = torch.zeros_like(weight) if need_weight else None
+        grad_weight = torch.zeros_like(head, dtype=ctx.weight_dtype) if need_weight else None
+        grad_log_probs = grad_log_probs.float()
         kept, ctx.kept = ctx.kept, []
         for index, rows in enumerate(_chunks(hidden.size(0))):
             # d log p(target) / d logits = onehot(target) - softmax(logits)
@@ -82,14 +89,23 @@ class _AnswerLogProbs(torch.autograd.Function):
                 grad_logits = kept[index].mul_((-grad_log_probs[rows] / exp_sums[rows])[:, None])
                 kept[index] = None  # its memory goes as soon as the chunk is done
             else:
-                grad_logits = (hidden[rows] @ weight.T).sub_(log_z[rows, None]).exp_()
+                grad_logits = (hidden[rows].to(head.dtype) @ head.T).float().sub_(log_z[rows, None]).exp_()
                 grad_logits.mul_(-grad_log_probs[rows, None])
             grad_logits.scatter_add_(-1, targets[rows, None], grad_log_probs[rows, None])
+            grad_logits = grad_logits.to(head.dtype)  # the products' dtype, as TRL rounds its gradient tile
             if grad_hidden is not None:
-                grad_hidden[rows] = grad_logits @ weight
+                grad_hidden[rows] = grad_logits @ head
             if grad_weight is not None:
-                grad_weight.addmm_(grad_logits.T, hidden[rows])
-        return grad_hidden, grad_weight, None, None
+                _add_product(grad_weight, grad_logits.T, hidden[rows].to(head.dtype))
+        return grad_hidden, grad_weight, None, None, None
+
+
+def _add_product(total: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
+    """total += a @ b, for a total that may be wider than the product (bf16 chunks summed in fp32)."""
+    if a.dtype == total.dtype:
+        total.addmm_(a, b)
+    else:
+        total.add_(a @ b)
 
 
 def _chunks(n: int) -> Iterator[slice]:
@@ -98,16 +114,26 @@ def _chunks(n: int) -> Iterator[slice]:
 
 
 def answer_log_probs(
-    answer_hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor
+    answer_hidden: torch.Tensor,
+    weight: torch.Tensor,
+    labels: torch.Tensor,
+    mask: torch.Tensor,
+    fp32_products: bool = False,
 ) -> tuple[torch.Tensor, ...]:
     """Per-position (log_probs, entropy, mean_logits, is_top1) of next-token `labels`; zero where `mask` is False.
 
     `labels` is (batch, length), already shifted to the position they follow, and `mask` is labels != IGNORE;
     `answer_hidden` holds the hidden state of each labeled position, in row-major order (hidden[mask] for a
-    (batch, length, width) hidden).
+    (batch, length, width) hidden). The vocabulary products run in autocast's dtype when autocast is on, else in
+    the hidden states'; `fp32_products` (TRL's cast_lm_head_to_fp32) runs them in fp32 whatever autocast says.
     """
     needs_grad = torch.is_grad_enabled() and (answer_hidden.requires_grad or weight.requires_grad)
-    values = _AnswerLogProbs.apply(answer_hidden, weight, labels[mask], KEEP_BYTES if needs_grad else 0)
+    device = answer_hidden.device.type
+    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else answer_hidden.dtype
+    if fp32_products:
+        dtype = torch.float32
+    with torch.autocast(device, enabled=False):  # the products' dtype is `dtype`; the rest stays fp32
+        values = _AnswerLogProbs.apply(answer_hidden, weight, labels[mask], KEEP_BYTES if needs_grad else 0, dtype)
     # masked_scatter keeps the result connected to the graph even when no position has a label
     return tuple(v.new_zeros(mask.shape).masked_scatter(mask, v) for v in values)
 
@@ -150,7 +176,9 @@ def add_answer_lm_head(model: Any, temperature: float = 1.0, cast_lm_head_to_fp3
             ).last_hidden_state  # fmt: skip
             answer_hidden = hidden[packed.source_row, packed.source_position]
         weight = self.get_output_embeddings().weight
-        log_probs, entropy, mean_logits, is_top1 = answer_log_probs(answer_hidden, weight, shifted, mask)
+        log_probs, entropy, mean_logits, is_top1 = answer_log_probs(
+            answer_hidden, weight, shifted, mask, fp32_products=cast_lm_head_to_fp32
+        )
         return FusedCausalLMOutput(
             loss=-log_probs.sum() / mask.sum().clamp(min=1),
             log_probs=log_probs,

@@ -8,8 +8,9 @@ only the input and the [N, 1] inverse norms, and the backward is written out: fo
 
 Used for CPU training only. A norm is routed here only when its class's forward is, line for line, Llama's (checked
 against the installed transformers' LlamaRMSNorm.forward, so a changed or different norm, e.g. Gemma's 1 + weight,
-keeps its own); fp32 on a CPU without autocast only, anything else runs the module's own forward.
-tests/test_fused_norm.py checks outputs and gradients against it.
+keeps its own); fp32 input and weight on a CPU only, anything else runs the module's own forward. Under bf16 autocast
+(train.precision bf16 on a CPU) Llama's norm still computes in fp32 on the fp32 residual stream, and so does this one.
+tests/test_fused_norm.py checks outputs and gradients against it, with and without autocast.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class _RMSNormFunction(torch.autograd.Function):
         return (x * inverse_norm).mul_(weight)
 
     @staticmethod
+    @torch.autocast("cpu", enabled=False)  # vecdot is one of autocast's bf16 ops: keep the backward in fp32
     def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, weight, inverse_norm = ctx.saved_tensors
         need_x, need_weight, _ = ctx.needs_input_grad
@@ -61,9 +63,12 @@ def _is_llama_rms_norm(cls: type) -> bool:
 def _fused_forward(self: Any, hidden_states: torch.Tensor) -> torch.Tensor:
     weight = self.weight
     fp32 = hidden_states.dtype == weight.dtype == torch.float32
-    if not fp32 or not hidden_states.device.type == weight.device.type == "cpu" or torch.is_autocast_enabled("cpu"):
+    if not fp32 or not hidden_states.device.type == weight.device.type == "cpu":
         return type(self).forward(self, hidden_states)
-    return _RMSNormFunction.apply(hidden_states, weight, self.variance_epsilon)
+    # Llama's norm computes in fp32 under bf16 autocast too (none of its ops is one autocast casts), so the fused one
+    # does, with autocast off for its own ops
+    with torch.autocast("cpu", enabled=False):
+        return _RMSNormFunction.apply(hidden_states, weight, self.variance_epsilon)
 
 
 def use_fused_rms_norm(model: nn.Module) -> int:
