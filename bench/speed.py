@@ -523,7 +523,8 @@ def report(machine: dict[str, Any], cold: dict[str, Any], gen: dict[str, Any], t
         lines += [
             f"bf16 against fp32, side by side: the training loop {fp32['loop_seconds'] / bf16['loop_seconds']:.2f}x "
             f"as fast, the whole run {fp32['seconds'] / bf16['seconds']:.2f}x "
-            f"(this CPU: {machine['bf16_feature']}; `train.precision: auto` takes bf16 here).",
+            f"(this CPU: {machine['bf16_feature']}; `train.precision: bf16` uses it, `auto` still trains in fp32 "
+            "on a CPU).",
             "",
         ]
     else:
