@@ -178,17 +178,8 @@ PAIRS = [
 def test_pairs_in_one_row_give_the_same_numbers_as_two_rows(
     tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch, attention: str
 ) -> None:
-    input_ids, attention_mask, labels = dpo_batch(PAIRS)
-    packed = _count_packed_batches(monkeypatch)
-    results = []
-    for share in (False, True):
-        model = patched_model(tiny_model_dir, ours=True, share_prompts=share)
-        model.set_attn_implementation(attention)
-        out = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, fused_lm_head=True)
-        (out.log_probs * torch.arange(1, labels.size(1))).sum().backward()  # a different weight per position
-        results.append((out, {name: p.grad.clone() for name, p in model.named_parameters()}))
-    assert packed == [3]  # one row per pair, only when sharing
-    (rows, row_grads), (shared, shared_grads) = results
+    (rows, row_grads), (shared, shared_grads) = _two_rows_then_one(tiny_model_dir, monkeypatch, attention=attention)
+    labels = dpo_batch(PAIRS)[2]
     for field in ("log_probs", "entropy", "mean_logits"):
         torch.testing.assert_close(getattr(shared, field), getattr(rows, field), rtol=1e-4, atol=1e-4)
     assert torch.equal(shared.is_top1, rows.is_top1)
@@ -201,17 +192,7 @@ def test_pairs_in_one_row_give_the_same_numbers_as_two_rows(
 def test_under_bf16_autocast_pairs_in_one_row_give_the_numbers_of_two_rows(
     tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    input_ids, attention_mask, labels = dpo_batch(PAIRS)
-    packed = _count_packed_batches(monkeypatch)
-    results = []
-    for share in (False, True):
-        model = patched_model(tiny_model_dir, ours=True, share_prompts=share)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            out = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, fused_lm_head=True)
-        (out.log_probs * torch.arange(1, labels.size(1))).sum().backward()
-        results.append((out, {name: p.grad for name, p in model.named_parameters()}))
-    assert packed == [3]
-    (rows, row_grads), (shared, shared_grads) = results
+    (rows, row_grads), (shared, shared_grads) = _two_rows_then_one(tiny_model_dir, monkeypatch, bf16=True)
     # the same tokens attended in another layout: bf16 attention sums in another order
     torch.testing.assert_close(shared.log_probs, rows.log_probs, rtol=2e-2, atol=2e-2)
     assert torch.equal(shared.label_mask, rows.label_mask)
@@ -291,6 +272,25 @@ def test_an_attention_that_takes_no_4d_mask_keeps_two_rows_per_pair(
         log_probs.append(out.log_probs)
     assert packed == []
     torch.testing.assert_close(log_probs[1], log_probs[0], rtol=1e-4, atol=1e-4)
+
+
+def _two_rows_then_one(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch, *, attention: str | None = None, bf16: bool = False
+) -> list[tuple[Any, dict[str, torch.Tensor]]]:
+    """The head's outputs and every parameter's gradient for PAIRS, each pair as two rows, then as one shared row."""
+    input_ids, attention_mask, labels = dpo_batch(PAIRS)
+    packed = _count_packed_batches(monkeypatch)
+    results = []
+    for share in (False, True):
+        model = patched_model(model_dir, ours=True, share_prompts=share)
+        if attention is not None:
+            model.set_attn_implementation(attention)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, fused_lm_head=True)
+        (out.log_probs * torch.arange(1, labels.size(1))).sum().backward()  # a different weight per position
+        results.append((out, {name: p.grad.clone() for name, p in model.named_parameters()}))
+    assert packed == [3]  # one row per pair, only when sharing
+    return results
 
 
 def _count_packed_batches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
