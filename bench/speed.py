@@ -50,7 +50,7 @@ def matmul_flops(size: int = 2048, repeats: int = 8, dtype: str = "float32") -> 
     """FLOP/s of a large matrix product in `dtype`: the practical ceiling for dense model math on this machine."""
     import torch
 
-    a, b = torch.randn(size, size, dtype=getattr(torch, dtype)), torch.randn(size, size, dtype=getattr(torch, dtype))
+    a, b = (torch.randn(size, size, dtype=getattr(torch, dtype)) for _ in range(2))
     for _ in range(2):
         a @ b
     best = float("inf")

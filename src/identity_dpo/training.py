@@ -180,8 +180,8 @@ def train_dpo(
     start = weights_checksum(model) if args.world_size > 1 else None
     logger = DVCLiveCurves(curves_dir)
     on_cpu = args.device.type == "cpu"
-    cpu_bf16 = native_bf16_feature()
-    if on_cpu and args.bf16 and args.process_index == 0:
+    cpu_bf16 = native_bf16_feature() if on_cpu and args.bf16 else None  # the instructions bf16 runs on, if on a CPU
+    if cpu_bf16 is not None and args.process_index == 0:
         print(f"train: bf16 mixed precision on the CPU ({cpu_bf16}), fp32 master weights", file=sys.stderr)
 
     def kernel(name: str) -> bool:
@@ -219,7 +219,7 @@ def train_dpo(
     # it ran on a CPU's AMX tiles (1) rather than AVX512-BF16 or a GPU. Only what the run used: an fp32 run writes the
     # same metrics on every host. The feature's name is on the stage's output, a string being no metric.
     logger.live.summary["bf16"] = int(args.bf16)
-    logger.live.summary["bf16_amx"] = int(on_cpu and args.bf16 and cpu_bf16 == "amx_bf16")
+    logger.live.summary["bf16_amx"] = int(cpu_bf16 == "amx_bf16")
     logger.close()
     if start is not None:
         print(rank_report(trainer, start), file=sys.stderr, flush=True)
