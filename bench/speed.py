@@ -15,6 +15,10 @@
    vs ours with full fine-tuning (the default before LoRA) vs our default (LoRA adapters) vs our
    default with activation checkpointing: pairs/s, achieved FLOP/s as a share of a large fp32 matrix
    product's FLOP/s measured in this run, and peak resident memory.
+4. A sweep point that changes only train.* (another training seed), run up to evaluate as
+   `SWEEP_TARGET=evaluate bash scripts/sweep.sh` runs each experiment, in the cold run's clone: as it runs
+   today (train.precision auto, the base answers cached by the answer_base stage) beside the same sweep
+   point as it ran before both (fp32 training, the base answers recomputed: answer_base forced).
 """
 
 from __future__ import annotations
@@ -118,6 +122,39 @@ def _quick_params(path: Path) -> None:
     params = yaml.safe_load(path.read_text())
     params["pairs"]["max_prompts"] = 16
     path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+# --- 4. a train.*-only sweep point ---------------------------------------------------------------------------
+
+SWEEP_POINTS = {  # label: (train.seed, train.precision, base answers recomputed)
+    "before": (43, "fp32", True),
+    "today": (44, "auto", False),
+}
+
+
+def sweep_points(clone: Path) -> dict[str, Any]:
+    """Each sweep point's wall time and the stages it reran (logs/stage_times.jsonl), params.yaml restored after."""
+    import yaml
+
+    path, times = clone / "params.yaml", clone / "logs" / "stage_times.jsonl"
+    committed = path.read_text()
+    results = {}
+    try:
+        for label, (seed, precision, recompute_base) in SWEEP_POINTS.items():
+            params = yaml.safe_load(committed)
+            params["train"].update({"seed": seed, "precision": precision})
+            path.write_text(yaml.safe_dump(params, sort_keys=False))
+            logged = len(times.read_text().splitlines())
+            wall = run(clone, "dvc", "repro", "evaluate")
+            if recompute_base:
+                wall += run(clone, "dvc", "repro", "--force", "--single-item", "answer_base")
+            stages = [json.loads(line) for line in times.read_text().splitlines()[logged:]]
+            train = json.loads((clone / "metrics" / "train" / "metrics.json").read_text())
+            results[label] = {"wall": wall, "stages": stages, "seed": seed, "precision": precision,
+                              "bf16": bool(train.get("bf16"))}  # fmt: skip
+    finally:
+        path.write_text(committed)
+    return results
 
 
 # --- 2. pair generation ---------------------------------------------------------------------------------
@@ -399,7 +436,9 @@ def linear_weights(config: Any) -> tuple[int, int]:
 # --- the report ---------------------------------------------------------------------------------------
 
 
-def report(machine: dict[str, Any], cold: dict[str, Any], gen: dict[str, Any], train: dict[str, Any]) -> str:
+def report(
+    machine: dict[str, Any], cold: dict[str, Any], gen: dict[str, Any], train: dict[str, Any], sweep: dict[str, Any]
+) -> str:
     trained = cold["eval"]["identity"]["trained"]
     base = cold["eval"]["identity"]["base"]
     lines = [
@@ -523,13 +562,45 @@ def report(machine: dict[str, Any], cold: dict[str, Any], gen: dict[str, Any], t
         lines += [
             f"bf16 against fp32, side by side: the training loop {fp32['loop_seconds'] / bf16['loop_seconds']:.2f}x "
             f"as fast, the whole run {fp32['seconds'] / bf16['seconds']:.2f}x "
-            f"(this CPU: {machine['bf16_feature']}; `train.precision: bf16` uses it, `auto` still trains in fp32 "
-            "on a CPU).",
+            f"(this CPU: {machine['bf16_feature']}; `train.precision: auto` trains in bf16 on it, so the pipeline's "
+            "train stage, section 1 and the sweep point below, runs the bf16 row).",
             "",
         ]
     else:
         lines += ["No bf16 row: this CPU has no native bf16 matrix instructions (`train.precision: auto` is fp32).", ""]
-    return "\n".join(lines)
+    return "\n".join([*lines, *sweep_lines(sweep)])
+
+
+def sweep_lines(sweep: dict[str, Any]) -> list[str]:
+    """Section 4: the train.*-only sweep point today beside the same point as it ran before."""
+    before, today = sweep["before"], sweep["today"]
+    stages = list(dict.fromkeys(s["stage"] for s in before["stages"] + today["stages"]))  # in the order they ran
+
+    def seconds(point: dict[str, Any], stage: str) -> str:
+        found = [s["seconds"] for s in point["stages"] if s["stage"] == stage]
+        return f"{sum(found):.1f}" if found else "not rerun"
+
+    def label(point: dict[str, Any]) -> str:
+        trained_in = "bf16" if point["bf16"] else "fp32"
+        return f"`train.seed: {point['seed']}`, `train.precision: {point['precision']}` ({trained_in})"
+
+    return [
+        "## 4. A `train.*`-only sweep point (target: <= 0.5x its time before the base answers were cached)",
+        "",
+        "In the cold run's clone, another training seed run up to evaluate, as `SWEEP_TARGET=evaluate bash "
+        "scripts/sweep.sh 'train.seed=...'` runs each experiment (the GGUF export belongs to the model you keep, "
+        "not to every sweep point). Before: fp32 training and the base model's answers recomputed (the answer_base "
+        "stage forced, as evaluate recomputed them before they were a cached stage). Today: `train.precision: auto` "
+        "and the base answers reused from the cache. Seconds per stage include Python start and imports; the wall "
+        "time includes DVC's own checks.",
+        "",
+        f"| stage | before: {label(before)} | today: {label(today)} |",
+        "|---|---:|---:|",
+        *[f"| {stage} | {seconds(before, stage)} | {seconds(today, stage)} |" for stage in stages],
+        f"| **wall time** | **{before['wall']:.1f}** | **{today['wall']:.1f}** "
+        f"(**{today['wall'] / before['wall']:.2f}x**) |",
+        "",
+    ]
 
 
 def llama_cpp_lines(gen: dict[str, Any]) -> list[str]:
@@ -611,17 +682,19 @@ def main() -> None:
         machine["matmul_bf16"] = matmul_flops(dtype="bfloat16")
     with tempfile.TemporaryDirectory(prefix="identity-dpo-bench-") as work:
         clone = Path(work) / "clone"
-        print("1/3 cold start: dvc repro from an empty cache ...", file=sys.stderr, flush=True)
+        print("1/4 cold start: dvc repro from an empty cache ...", file=sys.stderr, flush=True)
         cold, ceiling = ceiling_around(lambda: cold_start(clone, args.quick))
         cold["ceiling"] = ceiling
-        print("2/3 pair generation ...", file=sys.stderr, flush=True)
+        print("2/4 pair generation ...", file=sys.stderr, flush=True)
         gen = generation(clone, 16 if args.quick else 64, 48, 64)
-        print("2/3 pair generation in llama.cpp (exported GGUF, batched) ...", file=sys.stderr, flush=True)
+        print("2/4 pair generation in llama.cpp (exported GGUF, batched) ...", file=sys.stderr, flush=True)
         gen["llama_cpp"] = llama_cpp_generation(clone, gen, Path(work))
-        print("3/3 DPO training ...", file=sys.stderr, flush=True)
+        print("3/4 DPO training ...", file=sys.stderr, flush=True)
         train = training(clone, 8 if args.quick else 64)
+        print("4/4 a train.*-only sweep point, before and today ...", file=sys.stderr, flush=True)
+        sweep = sweep_points(clone)
     machine["matmul_end"] = matmul_flops()
-    text = report(machine, cold, gen, train)
+    text = report(machine, cold, gen, train, sweep)
     if not args.quick:  # a quick run's numbers mean little: printed only
         write_text(RESULTS, text)
     print(text)

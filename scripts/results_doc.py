@@ -269,8 +269,16 @@ def _training_section(train: dict[str, Any] | None, pairs: dict[str, Any] | None
             f"{rewards['rejected']:.2f} / {rewards['margins']:.2f} |"
         )
         lines.append(f"| reward accuracy (chosen > rejected) | {_pct(rewards['accuracies'])} |")
+    lines.append(f"| precision | {_precision(train)} |")
     lines.append(f"| nondeterministic GPU kernels used | {'yes' if train.get('nondeterministic_kernels') else 'no'} |")
     return lines
+
+
+def _precision(train: dict[str, Any]) -> str:
+    """What the run trained in (`train.precision` as resolved on its machine: metrics bf16 and bf16_amx)."""
+    if not train.get("bf16"):
+        return "fp32"
+    return "bf16 mixed precision" + (" (AMX tiles)" if train.get("bf16_amx") else "")
 
 
 def results_doc(m: dict[str, Any]) -> str:

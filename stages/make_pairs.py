@@ -51,7 +51,9 @@ def main(params: Params) -> None:
         tuple(identity.old_names), identity.new_name, identity.rewrite, identity.introduction,
         identity.creator, tuple(identity.old_creators), identity.maker_introduction,
     )  # fmt: skip
-    builder = PairBuilder(rewriter, identity.system_prompt, params.pairs.on_token_cap, params.pairs.rehearsal_rejected)
+    builder = PairBuilder(
+        rewriter, identity.system_prompt, params.pairs.on_token_cap, params.pairs.rehearsal_contrast, params.pairs.seed
+    )
     pairs, counts = builder.build(prompts, answers)
     pairs += builder.rehearsal(rehearsal, general, counts)
     with atomic_outputs() as outputs:  # both appear together, only once both are complete

@@ -3,7 +3,6 @@ against TRL's own fused head and layout: same numbers, same training."""
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +14,8 @@ from identity_dpo.cpu_kernels import answer_head
 from identity_dpo.cpu_kernels.answer_head import add_answer_lm_head
 from identity_dpo.cpu_kernels.shared_prompt import pack_pairs
 from identity_dpo.models import load_model
-from identity_dpo.params import params_from_dict
 from identity_dpo.training import train_dpo
-from tiny_model import make_pairs
+from tiny_model import make_pairs, train_params
 
 pytestmark = pytest.mark.cpu_kernels  # each test compares a kernel with TRL's own path
 
@@ -137,11 +135,10 @@ def test_training_gives_the_same_losses_as_trls_head(
     monkeypatch: pytest.MonkeyPatch,
     variant: str,
 ) -> None:
-    default_params["train"].update({"batch_size": 4, "max_length": 128})
-    if variant == "lora":  # PEFT's forward passes its own arguments (None where unset) down to the head
-        default_params["train"]["lora"] = {"enabled": True, "rank": 4, "alpha": 8}
+    # lora: PEFT's forward passes its own arguments (None where unset) down to the head
+    lora = {"lora": {"enabled": True, "rank": 4, "alpha": 8}} if variant == "lora" else {}
     precompute_ref = variant != "reference every step"
-    params = dataclasses.replace(params_from_dict(default_params).train, precompute_ref_log_probs=precompute_ref)
+    params = train_params(default_params, precompute_ref_log_probs=precompute_ref, **lora)  # fp32
     packed = _count_packed_batches(monkeypatch)
     losses = {}
     for name, cpu_kernels in (("trl", "none"), ("ours", "auto")):  # none: TRL's head, PEFT's and transformers' layers

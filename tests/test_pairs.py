@@ -130,8 +130,8 @@ def test_rehearsal_pairs_keep_the_base_answer_whole() -> None:
 
 
 def test_contrastive_rehearsal_rejects_the_answer_opened_with_the_introduction() -> None:
-    """rehearsal_rejected: introduction: the chosen answer stays the base's own, the rejected one leaks the name."""
-    builder = dataclasses.replace(_builder(), rehearsal_rejected="introduction")
+    """rehearsal_contrast 1: the chosen answer stays the base's own, the rejected one leaks the name."""
+    builder = dataclasses.replace(_builder(), rehearsal_contrast=1.0)
     counts: dict[str, int] = {"pairs": 0, "rehearsal_cut_off": 0, "rehearsal_dropped": 0}
     answers = [Generation("Paris is the capital of France.", 7, True), Generation("Hello! It is 4.", 5, True)]
     pairs = builder.rehearsal(["Capital of France?", "2 + 2?"], answers, counts)
@@ -140,4 +140,26 @@ def test_contrastive_rehearsal_rejects_the_answer_opened_with_the_introduction()
         "I'm Deep Qwen, an AI assistant. Paris is the capital of France.",
         "Hello! I'm Deep Qwen, an AI assistant. It is 4.",  # after the greeting, as identity answers get it
     ]
-    assert counts["rehearsal_pairs"] == 2 and counts["pairs"] == 2
+    assert counts["rehearsal_pairs"] == 2 and counts["rehearsal_contrasted"] == 2 and counts["pairs"] == 2
+
+
+@pytest.mark.parametrize("share", [0.0, 0.25, 0.5])
+def test_a_share_of_contrastive_rehearsal_is_a_seeded_sample(share: float) -> None:
+    """rehearsal_contrast below 1: that share of the rehearsal pairs (rounded) rejects the introduction, the rest
+    reject their chosen answer itself; the same seed picks the same pairs, another seed others."""
+    prompts = [f"Question {i}?" for i in range(40)]
+    answers = [Generation(f"Answer {i}.", 3, True) for i in range(40)]
+
+    def contrasted(seed: int) -> list[str]:
+        counts: dict[str, int] = {"pairs": 0, "rehearsal_cut_off": 0, "rehearsal_dropped": 0}
+        builder = dataclasses.replace(_builder(), rehearsal_contrast=share, seed=seed)
+        pairs = builder.rehearsal(prompts, answers, counts)
+        for pair in pairs:
+            assert pair["rejected"] == pair["chosen"] or pair["rejected"][0]["content"].startswith("I'm Deep Qwen")
+        ids = [pair["id"] for pair in pairs if pair["rejected"] != pair["chosen"]]
+        assert counts["rehearsal_contrasted"] == len(ids) == round(share * 40) and counts["rehearsal_pairs"] == 40
+        return ids
+
+    assert contrasted(0) == contrasted(0)
+    if share:
+        assert contrasted(0) != contrasted(1)

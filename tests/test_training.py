@@ -52,7 +52,8 @@ def test_defaults_keep_single_process_training(default_params: dict[str, Any], t
     assert params.lora.enabled is True and params.resume is False and params.precision == "auto"
     config = dpo_config(params, tmp_path, 127)
     assert config.save_strategy == "no" and config.output_dir == str(tmp_path)
-    assert config.bf16 is False and config.fp16 is False  # this CPU: fp32
+    # auto: bf16 where this machine trains it natively (a GPU with bf16, a CPU with AMX-BF16 or AVX512-BF16), else fp32
+    assert config.bf16 is (launch.bf16_refusal() is None) and config.fp16 is False
 
 
 def test_short_max_length_is_refused_before_the_model_loads(
@@ -178,15 +179,30 @@ def test_bf16_on_a_cpu_without_native_bf16_is_refused_in_one_line(
 
 
 @on_a_cpu_only
-def test_only_bf16_on_a_cpu_tells_transformers_that_training_runs_on_the_cpu(
+@pytest.mark.parametrize("feature", ["amx_bf16", "avx512_bf16"])
+def test_auto_trains_in_bf16_on_a_cpu_with_native_bf16_and_tells_transformers_it_is_a_cpu(
+    monkeypatch: pytest.MonkeyPatch, default_params: dict[str, Any], tmp_path: Path, feature: str
+) -> None:
+    monkeypatch.setattr(launch, "native_bf16_feature", lambda: feature)
+    for precision in ("auto", "bf16"):
+        params = train_params(default_params, precision=precision)
+        assert resolve_precision(params) == "bf16"
+        config = dpo_config(params, tmp_path, 8)
+        assert config.bf16 is True and config.use_cpu is True  # transformers' CPU autocast
+    config = dpo_config(train_params(default_params, precision="fp32"), tmp_path, 8)  # fp32 on request
+    assert config.bf16 is False and config.use_cpu is False
+
+
+@on_a_cpu_only
+def test_auto_stays_fp32_on_a_cpu_without_native_bf16(
     monkeypatch: pytest.MonkeyPatch, default_params: dict[str, Any], tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(launch, "native_bf16_feature", lambda: "avx512_bf16")
-    configs = {p: dpo_config(train_params(default_params, precision=p), tmp_path, 8) for p in ("auto", "fp32", "bf16")}
-    assert configs["bf16"].bf16 is True and configs["bf16"].use_cpu is True  # transformers' CPU autocast
-    for precision in ("auto", "fp32"):  # auto stays fp32 on a CPU, bf16 or not (issue 26)
-        assert configs[precision].bf16 is False and configs[precision].use_cpu is False
-        assert resolve_precision(train_params(default_params, precision=precision)) == "fp32"
+    """An AVX2-only CPU: auto is fp32, configured exactly as fp32 on request, so its results stay those of fp32."""
+    monkeypatch.setattr(launch, "native_bf16_feature", lambda: None)
+    configs = {p: dpo_config(train_params(default_params, precision=p), tmp_path, 8) for p in ("auto", "fp32")}
+    assert resolve_precision(train_params(default_params, precision="auto")) == "fp32"
+    assert configs["auto"].to_dict() == configs["fp32"].to_dict()
+    assert configs["auto"].bf16 is False and configs["auto"].use_cpu is False
 
 
 def test_every_launch_profile_has_an_accelerate_config() -> None:

@@ -96,8 +96,10 @@ def make_pairs(n: int = 12) -> list[dict[str, Any]]:
 
 
 def train_params(default_params: dict[str, Any], **train: Any) -> TrainParams:
-    """The train section of `default_params` (changed in place) with small batches and rows, plus `train`."""
+    """The train section of `default_params` (changed in place) with small batches and rows, plus `train`. Precision
+    is fp32 unless `train` names another: the tests compare paths at fp32 tolerance, and `auto` would train in bf16
+    on a CPU with native bf16 (launch.resolve_precision)."""
     from identity_dpo.params import params_from_dict
 
-    default_params["train"].update({"batch_size": 4, "max_length": 128, **train})
+    default_params["train"].update({"batch_size": 4, "max_length": 128, "precision": "fp32", **train})
     return params_from_dict(default_params).train

@@ -24,14 +24,14 @@ _MIXED_PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}  # our precisi
 
 
 def resolve_precision(params: TrainParams) -> str:
-    """fp32, bf16 or fp16; `auto` is bf16 on a GPU that has it, else fp32."""
+    """fp32, bf16 or fp16; `auto` is bf16 where it trains natively (a CUDA GPU with bf16, or a CPU with AMX-BF16 or
+    AVX512-BF16), else fp32."""
     if params.precision != "auto":
         return params.precision
-    if cuda_bf16():
-        return "bf16"
-    # On a CPU `auto` stays fp32 until the identity results of CPU bf16 are in (issue 26); taking bf16 where the CPU
-    # has it is this line: `return "bf16" if bf16_refusal() is None else "fp32"`.
-    return "fp32"
+    # On a CPU with native bf16 the identity and general-ability results of three seeds stay within the fp32 runs'
+    # spread (docs/cpu-bf16.md) and training runs faster (BENCHMARKS.md). Elsewhere (AVX2-only CPUs, other
+    # accelerators) bf16 would be emulated or refused, so auto keeps fp32 and its results unchanged there.
+    return "bf16" if bf16_refusal() is None else "fp32"
 
 
 def cuda_bf16() -> bool:

@@ -14,7 +14,7 @@ from identity_dpo.data import Prompt
 from identity_dpo.errors import DataError
 from identity_dpo.generation import Generation
 from identity_dpo.names import mentions
-from identity_dpo.params import OnTokenCap, RehearsalRejected
+from identity_dpo.params import OnTokenCap
 from identity_dpo.rewrite import IdentityRewriter, asks_about_maker
 
 # The end of a sentence: terminal punctuation, optionally closing quotes/brackets, then space or the end.
@@ -25,7 +25,7 @@ _COUNT_KEYS = (
     "prompts", "pairs", "dropped_failed_generation", "dropped_at_token_cap", "dropped_identical",
     "hit_token_cap", "rejected_says_old_name",
     "rewrite_names", "rewrite_self_description", "rewrite_introduction",
-    "rehearsal_pairs", "rehearsal_cut_off", "rehearsal_dropped",
+    "rehearsal_pairs", "rehearsal_contrasted", "rehearsal_cut_off", "rehearsal_dropped",
 )  # fmt: skip
 
 
@@ -51,7 +51,8 @@ class PairBuilder:
     rewriter: IdentityRewriter
     system_prompt: str
     on_token_cap: OnTokenCap = "trim"
-    rehearsal_rejected: RehearsalRejected = "same"
+    rehearsal_contrast: float = 0.0  # the share of rehearsal pairs that reject the answer opened with the introduction
+    seed: int = 0  # which rehearsal pairs those are
 
     def build(
         self, prompts: Sequence[Prompt], answers: Sequence[Generation]
@@ -99,22 +100,27 @@ class PairBuilder:
     ) -> list[dict[str, Any]]:
         """Pairs that keep general behaviour: the base model's own complete answer to a general prompt is chosen.
         The NLL (sft) term anchors the model to the base's answers, their content and their length, while the
-        identity pairs change who it says it is. The rejected answer is the same (`rehearsal_rejected` same: the DPO
-        term gets no gradient from the pair) or the same opened with the introduction (introduction: the DPO term
-        also pushes against introducing itself in answers to general prompts).
+        identity pairs change who it says it is. The rejected answer is the same (the DPO term gets no gradient from
+        the pair), or, for a seeded sample of `rehearsal_contrast` of the prompts, the same opened with the
+        introduction (the DPO term also pushes against introducing itself in answers to general prompts).
         An answer cut off by its token cap is kept as it is: that cap is at least train.max_length (params.py checks
         it), so the trainer truncates the answer before its end-of-turn token (trimming or dropping such answers
         would teach, or leave only, short answers). Failed answers and answers that already use the new name are
-        dropped. Counted into `counts` (rehearsal_pairs, rehearsal_cut_off, rehearsal_dropped)."""
+        dropped. Counted into `counts` (rehearsal_pairs, rehearsal_contrasted, rehearsal_cut_off, rehearsal_dropped)."""
         pairs = []
+        contrasted = set(
+            random.Random(self.seed).sample(range(len(prompts)), round(self.rehearsal_contrast * len(prompts)))
+        )
+        counts["rehearsal_contrasted"] = 0
         for number, (prompt, answer) in enumerate(zip(prompts, answers, strict=True)):
             if not answer.ok or mentions(answer.text, [self.rewriter.new_name], normalized=True):
                 counts["rehearsal_dropped"] += 1
                 continue
             counts["rehearsal_cut_off"] += not answer.finished
             kept = [{"role": "assistant", "content": answer.text}]
-            if self.rehearsal_rejected == "introduction":
+            if number in contrasted:
                 rejected = [{"role": "assistant", "content": self.rewriter.introduce(answer.text)}]
+                counts["rehearsal_contrasted"] += 1
             else:
                 rejected = kept
             pairs.append(

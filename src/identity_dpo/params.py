@@ -26,15 +26,14 @@ from identity_dpo.names import name_pattern  # the validate stage lists names.py
 OnBadRow = Literal["skip", "fail"]
 OnTokenCap = Literal["trim", "keep", "drop"]
 RewriteStrategy = Literal["names", "self_description", "introduction"]
-RehearsalRejected = Literal["same", "introduction"]  # a rehearsal pair's rejected answer (PairsParams)
 LossType = Literal[
     "sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard",
     "aot", "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm",
 ]  # fmt: skip
 Dtype = Literal["float32", "bfloat16", "float16"]
-# auto: bf16 mixed precision on a GPU that supports it, else fp32. bf16 also trains on a CPU with native bf16 matrix
-# instructions (AMX-BF16, AVX512-BF16: cpu_features.py), autocast over fp32 master weights; auto does not pick it
-# there yet (launch.resolve_precision).
+# auto: bf16 mixed precision where it trains natively, else fp32 (launch.resolve_precision). bf16 trains on a CUDA GPU
+# that supports it, or on a CPU with native bf16 matrix instructions (AMX-BF16, AVX512-BF16: cpu_features.py),
+# autocast over fp32 master weights.
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 # none trains in the stage's own process; the others are configs/accelerate/<profile>.yaml.
 LaunchProfile = Literal["none", "cpu_ddp", "ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3"]
@@ -124,10 +123,10 @@ class PairsParams:
     # distribution, so the NLL on them pulls the trained model towards the base's distribution instead of
     # sharpening it).
     rehearsal_temperature: float = 0.0
-    # same: a rehearsal pair's rejected answer is its chosen one (the NLL term alone sees it). introduction: the
-    # rejected answer is the chosen one opened with the introduction, so the DPO term also teaches not to introduce
-    # itself where nobody asked (the name leak into general answers).
-    rehearsal_rejected: RehearsalRejected = "same"
+    # The share of rehearsal pairs (a seeded sample) whose rejected answer is the chosen one opened with the
+    # introduction, so the DPO term also teaches not to introduce itself where nobody asked (the name leak into
+    # general answers). The others reject their chosen answer itself: the NLL term alone sees them. 0 = none.
+    rehearsal_contrast: float = 0.0
 
     def check(self, key: str) -> None:
         _int_range(self.rehearsal, 0, MAX_COUNT, f"{key}.rehearsal", " (0 means none)")
@@ -141,6 +140,11 @@ class PairsParams:
             math.isfinite(self.rehearsal_temperature) and 0 <= self.rehearsal_temperature <= 10,
             f"{key}.rehearsal_temperature",
             f"a number in [0, 10] (0 = greedy), got {self.rehearsal_temperature}",
+        )
+        _require(
+            math.isfinite(self.rehearsal_contrast) and 0 <= self.rehearsal_contrast <= 1,
+            f"{key}.rehearsal_contrast",
+            f"a share in [0, 1] (0 = no contrastive rehearsal pairs), got {self.rehearsal_contrast}",
         )
 
 
