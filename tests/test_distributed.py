@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -39,6 +40,17 @@ def test_training_ran_in_both_ranks_in_step(two_process_run: tuple[Path, str]) -
     assert ranks[0]["start"] == ranks[1]["start"]
     assert ranks[0]["end"] == ranks[1]["end"]
     assert int(ranks[0]["steps"]) == -(-_pair_count(two_process_run[0]) // pairs_per_step)
+
+
+def test_both_ranks_trained_in_the_precision_auto_picks_here(two_process_run: tuple[Path, str]) -> None:
+    """train.precision auto under cpu_ddp: bf16 autocast in every rank where the CPU has native bf16 (the rank that
+    prints says which instructions), fp32 elsewhere; the metrics record which."""
+    from identity_dpo.launch import bf16_refusal
+
+    project, output = two_process_run
+    bf16 = bf16_refusal() is None
+    assert json.loads((project / "metrics/train/metrics.json").read_text())["bf16"] == int(bf16)
+    assert ("train: bf16 mixed precision on the CPU" in output) is bf16, output[-3000:]
 
 
 def test_rank_zero_saved_a_model_that_loads(two_process_run: tuple[Path, str], tiny_model_dir: Path) -> None:
