@@ -29,7 +29,7 @@ def resolve_precision(params: TrainParams) -> str:
     if params.precision != "auto":
         return params.precision
     # On a CPU with native bf16 the identity and general-ability results of three seeds stay within the fp32 runs'
-    # spread (docs/cpu-bf16.md) and training runs faster (BENCHMARKS.md). Elsewhere (AVX2-only CPUs, other
+    # spread (docs/general-ability.md) and training runs faster (BENCHMARKS.md). Elsewhere (AVX2-only CPUs, other
     # accelerators) bf16 would be emulated or refused, so auto keeps fp32 and its results unchanged there.
     return "bf16" if bf16_refusal() is None else "fp32"
 
