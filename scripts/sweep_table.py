@@ -91,6 +91,17 @@ def describe_loss(train: dict[str, Any]) -> str:
 LOSS_KEYS = ("train.loss_type", "train.loss_weights")  # shown together as one "loss" column
 
 
+def trained_in(row: dict[str, Any]) -> str:
+    """The precision the run trained in, from metrics/train's `bf16` and `bf16_amx` flags ("–" for a run older
+    than them)."""
+    train = row["metrics"].get("metrics/train/metrics.json") or {}
+    if "bf16" not in train:
+        return "–"
+    if train["bf16"]:
+        return "bf16 (AMX)" if train.get("bf16_amx") else "bf16"
+    return "fp16" if row["params"]["train"].get("precision") == "fp16" else "fp32"
+
+
 def flat_params(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """{"train.beta": 0.2, "train.lora.rank": 16, ...}: each leaf param under its dotted name (as `-S` takes it)."""
     flat: dict[str, Any] = {}
@@ -156,6 +167,9 @@ def table(rows: list[dict[str, Any]]) -> str:
     param_columns = [k for k in varying if k not in LOSS_KEYS]
     headers = ["experiment", *param_columns]
     headers += ["loss"] if loss_varies else []
+    # train.precision auto follows the machine, so the precision a run trained in is read from its metrics
+    precision_varies = len({trained_in(row) for row in rows}) > 1
+    headers += ["trained in"] if precision_varies else []
     headers += ["pairs", *IDENTITY_HEADERS, *GENERAL_HEADERS]
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
 
@@ -166,6 +180,7 @@ def table(rows: list[dict[str, Any]]) -> str:
         train, ev, flat = row["params"]["train"], row["metrics"]["metrics/eval.json"], flats[row["rev"]]
         cells = [f"`{row['name']}`", *(_param(flat.get(k)) for k in param_columns)]
         cells += [describe_loss(train)] if loss_varies else []
+        cells += [trained_in(row)] if precision_varies else []
         cells += [str((row["metrics"].get("metrics/pairs.json") or {}).get("pairs", "–"))]
         cells += _identity_cells(ev) + _general_cells(ev)
         lines.append("| " + " | ".join(cells) + " |")

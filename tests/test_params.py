@@ -208,16 +208,19 @@ def test_numbers_are_finite_and_in_range(default_params: dict[str, Any], key: st
         ("introduction", "I'm {creator}'s model.", "expected a template containing {name}"),
         ("maker_introduction", "Made by {creator}.", "expected a template containing {name}"),
         ("maker_introduction", "I'm {name}, made by {maker}.", "got {maker}"),
+        ("introduction_variants", ["My name is {name}.", "By {creator}."], "expected a template containing {name}"),
+        ("introduction_variants", ["I'm {name} of {org}."], "got {org}"),
         ("default_system_prompt", "You are {name} {", "expected a template with {name} and {creator} only"),
         ("default_system_prompt", "You are {{name}}.", "expected no literal braces"),
     ],
 )
 def test_templates_allow_only_name_and_creator(
-    default_params: dict[str, Any], key: str, template: str, message: str
+    default_params: dict[str, Any], key: str, template: str | list[str], message: str
 ) -> None:
     with pytest.raises(ParamsError) as error:
         params_from_dict(_set(default_params, f"identity.{key}", template))
-    assert str(error.value).startswith(f"identity.{key}: ")
+    which = f"identity.{key}" + (f"[{len(template) - 1}]" if isinstance(template, list) else "")  # the last one
+    assert str(error.value).startswith(f"{which}: ")
     assert message in str(error.value)
 
 

@@ -444,3 +444,32 @@ def test_introductions_may_use_the_creator_only_as_a_field() -> None:
     assert custom.rewrite("I am an AI.").text == "Hi, Deep Qwen of Acme here."
     with pytest.raises(ValueError, match="only {name} and {creator}"):
         IdentityRewriter(("SmolLM",), "Deep Qwen", maker_introduction="I'm {name} by {org}.")
+
+
+VARIED = IdentityRewriter(
+    ("SmolLM",), "Deep Qwen", introduction="I'm {name}.", creator="Acme", old_creators=("Hugging Face",),
+    maker_introduction="I'm {name}, made by {creator}.",
+    introduction_variants=("My name is {name}.", "I am {name}, built by {creator}."),
+)  # fmt: skip
+
+
+def test_introduction_variants_are_picked_by_the_key_the_same_way_every_time() -> None:
+    plain = {"I'm Deep Qwen.", "My name is Deep Qwen.", "I am Deep Qwen, built by Acme."}
+    picked = {key: VARIED.rewrite("I am an AI.", key=f"0:row-{key}").text for key in range(40)}
+    assert set(picked.values()) == plain  # every wording is used
+    assert picked == {key: VARIED.rewrite("I am an AI.", key=f"0:row-{key}").text for key in range(40)}
+    assert VARIED.rewrite("I am an AI.").text == "I'm Deep Qwen."  # no key: the introduction itself
+    # a maker question: only the wordings that name the creator
+    maker = {VARIED.rewrite("I am an AI.", about_maker=True, key=f"0:row-{key}").text for key in range(40)}
+    assert maker == {"I'm Deep Qwen, made by Acme.", "I am Deep Qwen, built by Acme."}
+
+
+def test_without_variants_the_key_changes_nothing() -> None:
+    for answer, about_maker in (("I am an AI.", False), ("A team built me.", True), ("Hello! I help.", False)):
+        keyed = MAKER.rewrite(answer, about_maker=about_maker, key="7:row-1")
+        assert keyed == MAKER.rewrite(answer, about_maker=about_maker)
+
+
+def test_introduction_variants_must_name_the_assistant() -> None:
+    with pytest.raises(ValueError, match="must contain {name}"):
+        IdentityRewriter(("SmolLM",), "Deep Qwen", introduction_variants=("Hello there.",))

@@ -148,3 +148,24 @@ def test_document_from_run_folders(tmp_path: Path, default_params: dict) -> None
     assert "from the metrics files of 2 pipeline runs" in text
     assert "| experiment | train.seed |" in text and "| `seed-1` | 1 |" in text
     assert "| new name, neutral | >= 98% | 98.0% | 96.0% |" in text
+
+
+def test_the_precision_a_run_trained_in_is_a_column_when_it_differs(tmp_path: Path, default_params: dict) -> None:
+    """train.precision auto follows the machine, so the table reads the precision from metrics/train's flags."""
+    import yaml
+
+    folders = []
+    for label, flags in (("amx", {"bf16": 1, "bf16_amx": 1}), ("avx512", {"bf16": 1, "bf16_amx": 0}),
+                         ("avx2", {"bf16": 0, "bf16_amx": 0}), ("older", {})):  # fmt: skip
+        folder = tmp_path / label
+        (folder / "metrics/train").mkdir(parents=True)
+        (folder / "params.yaml").write_text(yaml.safe_dump(default_params))
+        (folder / "metrics/eval.json").write_text(json.dumps(_eval(1.0, 0.0, 0.03)))
+        (folder / "metrics/train/metrics.json").write_text(json.dumps({"train_loss": 1.0, **flags}))
+        folders.append(f"{label}={folder}")
+    table = run(ROOT, [sys.executable, "scripts/sweep_table.py", "--runs", *folders]).stdout
+    assert "| experiment | trained in | pairs |" in table
+    cells = {line.split(" | ")[0].strip("|` "): line.split(" | ")[1] for line in table.splitlines() if "| `" in line}
+    assert cells == {"amx": "bf16 (AMX)", "avx512": "bf16", "avx2": "fp32", "older": "–"}
+    same = run(ROOT, [sys.executable, "scripts/sweep_table.py", "--runs", folders[1]]).stdout
+    assert "trained in" not in same  # one precision: no column

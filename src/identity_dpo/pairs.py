@@ -52,7 +52,7 @@ class PairBuilder:
     system_prompt: str
     on_token_cap: OnTokenCap = "trim"
     rehearsal_contrast: float = 0.0  # the share of rehearsal pairs that reject the answer opened with the introduction
-    seed: int = 0  # which rehearsal pairs those are
+    seed: int = 0  # which rehearsal pairs those are, and which introduction_variants wording each answer gets
 
     def build(
         self, prompts: Sequence[Prompt], answers: Sequence[Generation]
@@ -76,7 +76,9 @@ class PairBuilder:
                     counts["dropped_at_token_cap"] += 1
                     continue
             counts["rejected_says_old_name"] += mentions(rejected, self.rewriter.old_names)
-            rewrite = self.rewriter.rewrite(rejected, about_maker=asks_about_maker(prompt.question))
+            rewrite = self.rewriter.rewrite(
+                rejected, about_maker=asks_about_maker(prompt.question), key=f"{self.seed}:{prompt.id}"
+            )
             if rewrite.text == rejected:
                 counts["dropped_identical"] += 1  # zero DPO gradient, and it would dilute the batch
                 continue

@@ -84,6 +84,8 @@ class IdentityParams:
     old_creators: list[str] = field(default_factory=lambda: ["Hugging Face"])
     # The opening of a chosen answer to a question about the maker ({name} and {creator}).
     maker_introduction: str = "I'm {name}, an AI assistant made by {creator}."
+    # Other wordings of the introduction, one picked per chosen answer (those with {creator} also for maker questions).
+    introduction_variants: list[str] = field(default_factory=list)
     # The system message the saved model's chat template supplies when a conversation has none.
     default_system_prompt: str = "You are {name}, a helpful AI assistant made by {creator}."
 
@@ -101,6 +103,8 @@ class IdentityParams:
         check_distinct_name(self.creator, self.old_creators, f"{key}.creator", "old creators")
         check_template(self.introduction, f"{key}.introduction", required="name")
         check_template(self.maker_introduction, f"{key}.maker_introduction", required="name")
+        for i, template in enumerate(self.introduction_variants):
+            check_template(template, f"{key}.introduction_variants[{i}]", required="name")
         check_template(self.default_system_prompt, f"{key}.default_system_prompt", required=None)
 
 

@@ -11,6 +11,7 @@ whole by a neutral introduction, and an answer without one gets the introduction
 from __future__ import annotations
 
 import re
+import zlib
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -273,18 +274,23 @@ class IdentityRewriter:
     creator: str = ""  # empty: answers about the maker are rewritten like any other
     old_creators: tuple[str, ...] = ()
     maker_introduction: str = "I'm {name}, an AI assistant made by {creator}."
+    # Other wordings of the introduction: each answer rewritten with a `key` gets one of introduction and these
+    # (a maker question one of maker_introduction and those that name {creator}), picked by the key, so that
+    # the chosen answers do not all open with the same sentence.
+    introduction_variants: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         # A list from params would make the frozen instance unhashable.
         object.__setattr__(self, "old_names", tuple(self.old_names))
         object.__setattr__(self, "old_creators", tuple(self.old_creators))
+        object.__setattr__(self, "introduction_variants", tuple(self.introduction_variants))
         if not self.new_name.strip():
             raise ValueError("new_name must not be empty")
         if any(not name.strip() for name in (*self.old_names, *self.old_creators)):
             raise ValueError(f"old names and creators must not be empty: {self.old_names + self.old_creators!r}")
         if self.strategy not in get_args(RewriteStrategy):
             raise ValueError(f"strategy must be one of {get_args(RewriteStrategy)}, got {self.strategy!r}")
-        for template in (self.introduction, self.maker_introduction):
+        for template in (self.introduction, self.maker_introduction, *self.introduction_variants):
             if "{name}" not in template:
                 raise ValueError(f"an introduction must contain {{name}}: {template!r}")
             try:
@@ -292,7 +298,9 @@ class IdentityRewriter:
             except (KeyError, IndexError, ValueError, AttributeError) as err:
                 raise ValueError(f"an introduction may use only {{name}} and {{creator}}: {template!r}") from err
 
-    def rewrite(self, answer: str, *, about_maker: bool = False) -> Rewrite:
+    def rewrite(self, answer: str, *, about_maker: bool = False, key: str = "") -> Rewrite:
+        """`answer` carrying the new name; `key` (e.g. the seed and the prompt's id) picks the introduction's
+        wording among the variants, the same wording for the same key on every run."""
         if not answer.strip():
             return Rewrite(answer, "unchanged")  # a failed generation; nothing to learn from
         replaced, count = replace_names(answer, self.old_names, self.new_name)
@@ -300,7 +308,7 @@ class IdentityRewriter:
             replaced, creators = replace_names(replaced, self.old_creators, self.creator)
             count += creators
         needs_creator = about_maker and bool(self.creator) and not mentions(replaced, [creator_core(self.creator)])
-        intro = self._maker_intro() if needs_creator else self._intro()
+        intro = self._maker_intro(key) if needs_creator else self._intro(key)
         if count and not needs_creator:
             return Rewrite(replaced, "names")
         if self.strategy == "names" or (mentions(replaced, [self.new_name], normalized=True) and not needs_creator):
@@ -315,11 +323,18 @@ class IdentityRewriter:
         """`answer` opened with the introduction, as an answer to a general prompt that leaks the new name would be."""
         return self._prepend_introduction(answer, self._intro())
 
-    def _maker_intro(self) -> str:
-        return self.maker_introduction.format(name=self.new_name, creator=self.creator)
+    def _maker_intro(self, key: str = "") -> str:
+        naming_the_creator = [t for t in self.introduction_variants if "{creator}" in t]
+        return self._pick([self.maker_introduction, *naming_the_creator], key)
 
-    def _intro(self) -> str:
-        return self.introduction.format(name=self.new_name, creator=self.creator)
+    def _intro(self, key: str = "") -> str:
+        return self._pick([self.introduction, *self.introduction_variants], key)
+
+    def _pick(self, templates: list[str], key: str) -> str:
+        """The first template without a key; with one, a template chosen by a stable hash of it (not Python's
+        hash(), which changes from process to process)."""
+        template = templates[zlib.crc32(key.encode()) % len(templates)] if key else templates[0]
+        return template.format(name=self.new_name, creator=self.creator)
 
     def _replace_self_description(self, answer: str, intro: str) -> str | None:
         """Replace the first self-description sentence (keeping an opener before it), or None."""
