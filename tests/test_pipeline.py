@@ -172,6 +172,21 @@ def test_export_and_package_follow_an_evaluate_change(project: Path) -> None:
     assert ran(result) == ["export", "package"]
 
 
+def test_an_identity_change_that_makes_the_same_pairs_reruns_only_make_pairs(project: Path) -> None:
+    """evaluate and package list the identity keys they read, not the whole section: a rewrite param that leaves
+    data/pairs as it was (an old creator the tiny model never says) reruns make_pairs, and nothing after it."""
+    before = (project / "data/pairs/pairs.jsonl").read_bytes()
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["identity"]["old_creators"] = [*params["identity"]["old_creators"], "Zyxwv Quorple Labs"]
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    result = run(project, ["dvc", "repro", "evaluate"])
+    assert ran(result) == ["validate", "make_pairs"], result.stdout
+    assert (project / "data/pairs/pairs.jsonl").read_bytes() == before
+    if (project / "models/dpo").is_dir():  # package ran (llama.cpp built): its own params did not change
+        status = run(project, ["dvc", "status", "package"]).stdout
+        assert "identity" not in status, status
+
+
 def test_a_bad_param_fails_before_any_work(project: Path) -> None:
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["identity"]["new_name"] = ""
