@@ -439,6 +439,30 @@ def test_group_by_length_orders_batches_of_similar_length(
     assert training_order(pairs, tokenizer, unordered, one_row_per_pair=one_row_per_pair) == pairs
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2, 42])
+def test_group_by_length_keeps_the_batches_aligned_when_the_pairs_do_not_fill_the_last_one(
+    tiny_model_dir: Path, default_params: dict[str, Any], seed: int
+) -> None:
+    """26 pairs in batches of 4: the trainer reads the order 4 at a time, so each of those reads is one length group
+    (the short group of 2 last), whichever batch order the seed draws."""
+    from transformers import AutoTokenizer
+
+    from identity_dpo.training import pair_row_tokens, training_order
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    pairs = make_pairs(26)
+    for i, pair in enumerate(pairs):
+        pair["chosen"][0]["content"] += " More words." * ((i * 7) % 13)
+    params = train_params(default_params, group_by_length=True, seed=seed)
+    order = training_order(pairs, tokenizer, params, one_row_per_pair=True)
+    lengths = [pair_row_tokens(tokenizer, p, True) for p in order]
+    read = [sorted(lengths[i : i + 4]) for i in range(0, 26, 4)]  # as a sequential sampler batches them
+    assert [len(b) for b in read] == [4] * 6 + [2]
+    ranked = sorted(lengths)
+    groups = [ranked[i : i + 4] for i in range(0, 26, 4)]
+    assert sorted(read[:-1]) == sorted(groups[:-1]) and read[-1] == groups[-1]
+
+
 def test_pair_row_tokens_counts_the_row_a_batch_pads(tiny_model_dir: Path) -> None:
     """Two rows per pair: the longer (prompt + answer); one row: prompt + both answers, the prompt once."""
     from transformers import AutoTokenizer

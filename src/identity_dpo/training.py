@@ -246,7 +246,9 @@ def training_order(
     A batch is padded to its longest row, and a third of the default prompts are multi-turn (2-3x longer),
     so random batches nearly always hold one, and most of a batch's tokens are padding.
     Grouped, each batch holds pairs of similar length (sorted, cut into batches), and the batches come in a
-    random order drawn from `train.seed`, so training does not run from short to long. The length is that of
+    random order drawn from `train.seed`, so training does not run from short to long. A last, smaller batch (the
+    pairs not a multiple of the batch) stays last: the trainer reads the order `step` pairs at a time, so a short
+    batch in the middle would shift every later batch across two length groups. The length is that of
     the row the pair becomes: one row per pair (`one_row_per_pair`, see cpu_kernels/shared_prompt.py) or two,
     the longer of which is padded to (docs/speed-history.md has the padding each way).
     """
@@ -256,8 +258,9 @@ def training_order(
     by_length = sorted(range(len(pairs)), key=lambda i: (lengths[i], i))
     step = params.batch_size * params.launch.processes  # the pairs one micro-step reads, all processes together
     batches = [by_length[i : i + step] for i in range(0, len(by_length), step)]
-    random.Random(params.seed).shuffle(batches)
-    return [pairs[i] for batch in batches for i in batch]
+    full, rest = (batches[:-1], batches[-1:]) if len(batches[-1]) < step else (batches, [])
+    random.Random(params.seed).shuffle(full)
+    return [pairs[i] for batch in full + rest for i in batch]
 
 
 def pair_row_tokens(tokenizer: Any, pair: dict[str, Any], one_row_per_pair: bool) -> int:
