@@ -463,6 +463,48 @@ def test_group_by_length_keeps_the_batches_aligned_when_the_pairs_do_not_fill_th
     assert sorted(read[:-1]) == sorted(groups[:-1]) and read[-1] == groups[-1]
 
 
+@pytest.mark.parametrize("seed", [0, 42])
+def test_mixed_batches_put_identity_and_rehearsal_pairs_in_every_batch(
+    tiny_model_dir: Path, default_params: dict[str, Any], seed: int
+) -> None:
+    """12 identity pairs (short rows) and 12 rehearsal pairs (long rows) in batches of 4: grouped by length alone,
+    each batch holds one kind; mixed, each holds 2 of each, and each kind's pairs are still grouped by length."""
+    from transformers import AutoTokenizer
+
+    from identity_dpo.training import pair_row_tokens, training_order
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    pairs = make_pairs(24)
+    for i, pair in enumerate(pairs[12:]):
+        pair["rewrite"] = "rehearsal"
+        pair["chosen"][0]["content"] = pair["rejected"][0]["content"] = "A longer general answer." * (20 + i)
+    for i, pair in enumerate(pairs[:12]):
+        pair["chosen"][0]["content"] += " More words." * ((i * 7) % 5)
+
+    def batches(mixed: bool) -> list[list[dict[str, Any]]]:
+        params = train_params(default_params, group_by_length=True, mixed_batches=mixed, seed=seed)
+        order = training_order(pairs, tokenizer, params, one_row_per_pair=True)
+        assert sorted(p["id"] for p in order) == sorted(p["id"] for p in pairs)
+        return [order[i : i + 4] for i in range(0, 24, 4)]
+
+    def kinds(batch: list[dict[str, Any]]) -> int:
+        return sum(p.get("rewrite") == "rehearsal" for p in batch)
+
+    assert sorted(kinds(b) for b in batches(False)) == [0, 0, 0, 4, 4, 4]
+    mixed = batches(True)
+    assert [kinds(b) for b in mixed] == [2] * 6
+    for rehearsal in (False, True):  # within a kind, the batches hold runs of its sorted lengths
+        runs = [sorted(pair_row_tokens(tokenizer, p, True) for p in b if (p.get("rewrite") == "rehearsal") == rehearsal)
+                for b in mixed]  # fmt: skip
+        assert all(r[-1] <= q[0] or q[-1] <= r[0] for r in runs for q in runs if r is not q)
+    identity_only = pairs[:12]  # no rehearsal pairs: mixing changes nothing
+    for mixed_batches in (False, True):
+        params = train_params(default_params, group_by_length=True, mixed_batches=mixed_batches, seed=seed)
+        order = training_order(identity_only, tokenizer, params, one_row_per_pair=True)
+        assert order == training_order(identity_only, tokenizer, train_params(default_params, group_by_length=True,
+                                       mixed_batches=False, seed=seed), one_row_per_pair=True)  # fmt: skip
+
+
 def test_pair_row_tokens_counts_the_row_a_batch_pads(tiny_model_dir: Path) -> None:
     """Two rows per pair: the longer (prompt + answer); one row: prompt + both answers, the prompt once."""
     from transformers import AutoTokenizer

@@ -256,11 +256,23 @@ def training_order(
         return pairs
     lengths = [pair_row_tokens(tokenizer, pair, one_row_per_pair) for pair in pairs]
     by_length = sorted(range(len(pairs)), key=lambda i: (lengths[i], i))
+    if params.mixed_batches:
+        by_length = _interleave_kinds(by_length, [pair.get("rewrite") == "rehearsal" for pair in pairs])
     step = params.batch_size * params.launch.processes  # the pairs one micro-step reads, all processes together
     batches = [by_length[i : i + step] for i in range(0, len(by_length), step)]
     full, rest = (batches[:-1], batches[-1:]) if len(batches[-1]) < step else (batches, [])
     random.Random(params.seed).shuffle(full)
     return [pairs[i] for batch in full + rest for i in batch]
+
+
+def _interleave_kinds(by_length: list[int], rehearsal: list[bool]) -> list[int]:
+    """The pairs by their length's rank within their own kind (identity or rehearsal), so that any run of
+    consecutive pairs holds both kinds in their overall share, each kind's pairs of similar length. Rehearsal
+    rows are longer (an answer of up to pairs.rehearsal_max_new_tokens, twice), so pure length groups train the
+    identity pairs in steps of their own."""
+    kinds = ([i for i in by_length if not rehearsal[i]], [i for i in by_length if rehearsal[i]])
+    quantile = {i: (rank + 0.5) / len(kind) for kind in kinds for rank, i in enumerate(kind)}
+    return sorted(by_length, key=lambda i: (quantile[i], rehearsal[i]))
 
 
 def pair_row_tokens(tokenizer: Any, pair: dict[str, Any], one_row_per_pair: bool) -> int:
