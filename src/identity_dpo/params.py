@@ -210,9 +210,6 @@ class TrainParams:
     activation_checkpointing: bool = False
     # Batches of pairs of similar length (in a seeded random order) instead of random batches: less padding.
     group_by_length: bool = True
-    # With group_by_length: each batch holds identity and rehearsal pairs in their overall share (of each kind,
-    # pairs of similar length), so that no optimizer step sees identity pairs alone.
-    mixed_batches: bool = False
     lora: LoraParams = field(default_factory=LoraParams)
     launch: LaunchParams = field(default_factory=LaunchParams)
     # Save a checkpoint every checkpoint_steps optimizer steps to checkpoints/train/ (never a DVC output) and,

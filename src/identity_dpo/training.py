@@ -246,9 +246,10 @@ def training_order(
     A batch is padded to its longest row, and a third of the default prompts are multi-turn (2-3x longer),
     so random batches nearly always hold one, and most of a batch's tokens are padding.
     Grouped, each batch holds pairs of similar length (sorted, cut into batches), and the batches come in a
-    random order drawn from `train.seed`, so training does not run from short to long. A last, smaller batch (the
-    pairs not a multiple of the batch) stays last: the trainer reads the order `step` pairs at a time, so a short
-    batch in the middle would shift every later batch across two length groups. The length is that of
+    random order drawn from `train.seed`, so training does not run from short to long. A last, smaller batch is
+    shuffled in with the others, and the trainer reads the order `step` pairs at a time, so the batches after it
+    straddle two length groups (more padding). Kept: with it last, the batches hold one kind of pair (identity or
+    rehearsal) more often, and those models drifted more (docs/experiments.md, "Batch order"). The length is that of
     the row the pair becomes: one row per pair (`one_row_per_pair`, see cpu_kernels/shared_prompt.py) or two,
     the longer of which is padded to (docs/speed-history.md has the padding each way).
     """
@@ -256,23 +257,10 @@ def training_order(
         return pairs
     lengths = [pair_row_tokens(tokenizer, pair, one_row_per_pair) for pair in pairs]
     by_length = sorted(range(len(pairs)), key=lambda i: (lengths[i], i))
-    if params.mixed_batches:
-        by_length = _interleave_kinds(by_length, [pair.get("rewrite") == "rehearsal" for pair in pairs])
     step = params.batch_size * params.launch.processes  # the pairs one micro-step reads, all processes together
     batches = [by_length[i : i + step] for i in range(0, len(by_length), step)]
-    full, rest = (batches[:-1], batches[-1:]) if len(batches[-1]) < step else (batches, [])
-    random.Random(params.seed).shuffle(full)
-    return [pairs[i] for batch in full + rest for i in batch]
-
-
-def _interleave_kinds(by_length: list[int], rehearsal: list[bool]) -> list[int]:
-    """The pairs by their length's rank within their own kind (identity or rehearsal), so that any run of
-    consecutive pairs holds both kinds in their overall share, each kind's pairs of similar length. Rehearsal
-    rows are longer (an answer of up to pairs.rehearsal_max_new_tokens, twice), so pure length groups train the
-    identity pairs in steps of their own."""
-    kinds = ([i for i in by_length if not rehearsal[i]], [i for i in by_length if rehearsal[i]])
-    quantile = {i: (rank + 0.5) / len(kind) for kind in kinds for rank, i in enumerate(kind)}
-    return sorted(by_length, key=lambda i: (quantile[i], rehearsal[i]))
+    random.Random(params.seed).shuffle(batches)
+    return [pairs[i] for batch in batches for i in batch]
 
 
 def pair_row_tokens(tokenizer: Any, pair: dict[str, Any], one_row_per_pair: bool) -> int:
