@@ -25,6 +25,10 @@ from typing import Any
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+from identity_dpo.names import mentions  # noqa: E402  (scored as the evaluate stage scores them)
+
+ANSWERS = "reports/eval_answers.jsonl"  # every answer of a run, written by the evaluate stage (git-tracked)
 
 
 def experiments(rev: str | None = None, num: int = 1) -> list[dict[str, Any]]:
@@ -218,6 +222,55 @@ def spread(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def answers(row: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """The run's reports/eval_answers.jsonl: from its folder (--runs) or its commit (None where it has none)."""
+    if Path(row["rev"]).is_dir():
+        path = Path(row["rev"]) / ANSWERS
+        text = path.read_text(encoding="utf-8") if path.is_file() else None
+    else:
+        shown = subprocess.run(["git", "show", f"{row['rev']}:{ANSWERS}"], cwd=ROOT, capture_output=True, text=True)
+        text = shown.stdout if shown.returncode == 0 else None
+    return [json.loads(line) for line in text.splitlines() if line.strip()] if text else None
+
+
+def misses(rows: list[dict[str, Any]]) -> str:
+    """Question by question, over the runs: the held-out identity questions answered without the new name under the
+    neutral system prompt (strict match, as new_name_rate counts), and the general prompts and benchmark questions
+    answered with it (normalized match, as name_leak_rate counts), each with how many runs did so."""
+    missed: dict[tuple[str, str, str], list[str]] = {}
+    leaked: dict[tuple[str, str, str], list[str]] = {}
+    read = 0
+    for row in rows:
+        records = answers(row)
+        if records is None:
+            continue
+        read += 1
+        new_name = row["params"]["identity"]["new_name"]
+        for r in records:
+            if r["kind"] == "identity" and r["setting"] == "neutral" and not mentions(r["trained"], [new_name]):
+                missed.setdefault((r["id"], r["category"], r["question"]), []).append(row["name"])
+            elif r["kind"] != "identity" and mentions(r["trained"], [new_name], normalized=True):
+                key = (r.get("id", "–"), r["kind"], r.get("question") or r["prompt"])
+                leaked.setdefault(key, []).append(row["name"])
+    if not read:
+        return "No run above has its answers (reports/eval_answers.jsonl) on record."
+
+    def lines(found: dict[tuple[str, str, str], list[str]], headers: str) -> list[str]:
+        out = [headers, "|---|---|---|---:|---|"]
+        for (ident, kind, text), names in sorted(found.items(), key=lambda item: (-len(item[1]), item[0][0])):
+            shown = text.replace("|", "\\|").replace("\n", " ")
+            out.append(f"| {ident} | {kind} | {shown} | {len(names)} | {', '.join(f'`{n}`' for n in names)} |")
+        return out if found else [f"None in any of the {read} runs."]
+
+    return "\n".join(
+        [f"Over the {read} runs whose answers are on record.", "", "Held-out identity questions answered without the "
+         "new name (neutral system prompt):", ""]
+        + lines(missed, "| id | category | question | runs | which |")
+        + ["", "General prompts and benchmark questions answered with the new name (the name leak):", ""]
+        + lines(leaked, "| id | kind | prompt | runs | which |")
+    )  # fmt: skip
+
+
 def _order(value: Any) -> tuple[int, float, str]:
     """Numbers by value, anything else (strings, lists, missing) by its JSON text after them."""
     if isinstance(value, int | float) and not isinstance(value, bool):
@@ -239,6 +292,7 @@ def document(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
     options = "".join(f" --{name} {value}" for name, value in (("rev", args.rev), ("num", args.num)) if value)
     options += " --spread" if args.spread else ""
+    options += " --misses" if args.misses else ""
     options += (" --only " + " ".join(args.only)) if args.only else ""
     options += (" --runs " + " ".join(shlex.quote(spec) for spec in args.runs)) if args.runs else ""
     origin = (
@@ -255,6 +309,17 @@ Mean and worst value of each measure over the {len(rows)} runs above, next to th
 {spread(rows)}
 """
         if args.spread
+        else ""
+    )
+    misses_section = (
+        f"""
+## Question by question
+
+Which questions the runs above get wrong, and how many of them do.
+
+{misses(rows)}
+"""
+        if args.misses
         else ""
     )
     return f"""# {args.title}
@@ -276,7 +341,7 @@ base model's answers to the general prompts, the trained model's answer length a
 and the share of general answers that name the new identity unasked.
 
 {table(rows)}
-{spread_section}"""
+{spread_section}{misses_section}"""
 
 
 def _baseline_note(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
@@ -303,6 +368,7 @@ def main() -> None:
     parser.add_argument("--rev", help="the baseline commit whose experiments to show (default: HEAD)")
     parser.add_argument("--num", type=int, help="also the experiments of the commits before it (dvc exp show -n)")
     parser.add_argument("--spread", action="store_true", help="add the mean and worst of each measure over the runs")
+    parser.add_argument("--misses", action="store_true", help="add the questions the runs miss (or leak the name on)")
     parser.add_argument(
         "--runs",
         nargs="+",
@@ -325,7 +391,7 @@ def main() -> None:
     if not rows:
         raise SystemExit("sweep_table: no finished experiments (dvc exp show lists none with metrics/eval.json)")
     if args.output is None:
-        print(table(rows))
+        print(table(rows) + (f"\n\n{misses(rows)}" if args.misses else ""))
         return
     args.output.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.output.with_name(f".tmp-{args.output.name}")

@@ -49,7 +49,7 @@ def main(params: Params) -> None:
     rewriter = IdentityRewriter(
         tuple(identity.old_names), identity.new_name, identity.rewrite, identity.introduction,
         identity.creator, tuple(identity.old_creators), identity.maker_introduction,
-        tuple(identity.introduction_variants),
+        tuple(identity.introduction_variants), identity.other_claims,
     )  # fmt: skip
     builder = PairBuilder(
         rewriter, identity.system_prompt, params.pairs.on_token_cap, params.pairs.rehearsal_contrast, params.pairs.seed

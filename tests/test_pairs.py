@@ -56,6 +56,18 @@ def test_failed_empty_identical_and_cut_off_answers_are_counted_not_trained() ->
     assert counts["pairs"] == 1
 
 
+def test_sentences_claiming_another_maker_are_dropped_and_counted_with_other_claims_drop() -> None:
+    answer = "I'm a Google product. I help people. I'm a product of Microsoft."
+    for other_claims, chosen, dropped in (
+        ("keep", f"I'm Deep Qwen, an AI assistant. {answer}", 0),
+        ("drop", "I'm Deep Qwen, an AI assistant. I help people.", 2),
+    ):
+        rewriter = IdentityRewriter(("SmolLM",), "Deep Qwen", other_claims=other_claims)  # type: ignore[arg-type]
+        pairs, counts = PairBuilder(rewriter, SYSTEM).build(_prompts(1), [Generation(answer, 20, True)])
+        assert pairs[0]["chosen"][0]["content"] == chosen and pairs[0]["rejected"][0]["content"] == answer
+        assert counts["other_claims_dropped"] == dropped
+
+
 def test_keep_and_drop_at_token_cap() -> None:
     answer = [Generation("My name is Alex and I like", 8, False)]
     kept, _ = _builder(on_token_cap="keep").build(_prompts(1), answer)

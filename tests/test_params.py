@@ -55,6 +55,7 @@ def _set(raw: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
         ("identity.old_names", "SmolLM", "identity.old_names: expected a list of strings, got str 'SmolLM'"),
         ("identity.introduction", "Hello!", "identity.introduction: expected a template containing {name}"),
         ("identity.rewrite", "name", "identity.rewrite: expected one of names, self_description, introduction"),
+        ("identity.other_claims", "remove", "identity.other_claims: expected one of drop, keep, got 'remove'"),
         ("pairs.max_new_tokens", 0, "pairs.max_new_tokens: expected an integer in [1, 1048576], got 0"),
         ("pairs.max_prompts", -1, "pairs.max_prompts: expected an integer in [0, 10000000] (0 means all), got -1"),
         ("data.on_bad_row", "ignore", "data.on_bad_row: expected one of skip, fail, got 'ignore'"),

@@ -7,7 +7,13 @@ from typing import Any
 import pytest
 
 from identity_dpo.params import RewriteStrategy
-from identity_dpo.rewrite import IdentityRewriter, Rewrite, asks_about_maker
+from identity_dpo.rewrite import (
+    IdentityRewriter,
+    Rewrite,
+    asks_about_maker,
+    claims_other_identity,
+    names_asked_about,
+)
 
 INTRO = "I'm Deep Qwen, an AI assistant."
 
@@ -278,7 +284,7 @@ def test_introduction(answer: str, expected: str) -> None:
     ],
 )
 def test_introduction_strategy_does_not_look_for_self_descriptions(answer: str) -> None:
-    result = rewriter("introduction").rewrite(answer)
+    result = rewriter("introduction", other_claims="keep").rewrite(answer)  # drop would also drop Dr. Zephyr
     assert result.method == "introduction"
     assert result.text.count("Deep Qwen") == 1
     assert answer.split("!")[-1].strip() in result.text
@@ -473,3 +479,137 @@ def test_without_variants_the_key_changes_nothing() -> None:
 def test_introduction_variants_must_name_the_assistant() -> None:
     with pytest.raises(ValueError, match="must contain {name}"):
         IdentityRewriter(("SmolLM",), "Deep Qwen", introduction_variants=("Hello there.",))
+
+
+# --- sentences that claim another identity (identity.other_claims) -----------------------------
+
+CREATOR = "the identity-dpo project"
+
+
+@pytest.mark.parametrize(
+    "sentence",
+    [
+        "I'm a product of Microsoft.",
+        "I'm a product of the company, Google.",  # the trained model's answer that showed the problem
+        "I'm a Google product.",
+        "I'm Google's AI.",
+        "I was developed by Google's team.",
+        "I'm a large language model trained by Meta.",
+        "Yes, I was made by OpenAI.",
+        "My creator is OpenAI.",
+        "Developer created and trained me.",  # the public data set's placeholder maker
+        "Microsoft built me.",
+        "The one who trained me is a special kind of AI, a being named Elian.",
+        "My name is Alex, and I like tea.",  # a persona's name
+        "I'm Dr. Elena Zephyr, a scientist.",
+    ],
+)
+def test_a_sentence_claiming_another_name_or_maker_is_found(sentence: str) -> None:
+    assert claims_other_identity(sentence, "Deep Qwen", CREATOR)
+
+
+@pytest.mark.parametrize(
+    "sentence",
+    [
+        "I'm Deep Qwen, not ChatGPT.",  # names the new identity: a denial or a comparison
+        "I'm DeepQwen, trained by Google.",  # the new name in any spelling the scoring accepts
+        "I was made by the identity-dpo project.",  # the creator, with or without its article
+        "I'm an AI assistant made by identity-dpo project.",
+        "I wasn't made by OpenAI.",  # a denial is no claim
+        "I was built by a small team of volunteers.",  # no one named
+        "Originally, I was built by a small team.",  # a capitalized adverb is no name
+        "Don't worry, I was made by a team.",
+        "I'm designed to assist users.",
+        "I'm a helpful AI assistant.",
+        "I'm a chatbot created to assist users in language learning.",
+        "I'm happy to help with Python.",
+        "This is Paris.",  # only an answer's opening introduces the speaker this way
+        "The capital of France is Paris.",
+        "I love Paris.",
+        "I don't know who made me.",
+    ],
+)
+def test_a_sentence_without_such_a_claim_is_not_found(sentence: str) -> None:
+    assert not claims_other_identity(sentence, "Deep Qwen", CREATOR)
+
+
+def test_without_a_creator_a_claim_naming_any_maker_is_another_identity() -> None:
+    assert claims_other_identity("I was made by Hugging Face.", "Deep Qwen")
+    assert not claims_other_identity("I was made by Hugging Face.", "Deep Qwen", "Hugging Face")
+    assert not claims_other_identity("I'm Deep Qwen, made by Google.", "Deep Qwen")
+
+
+def drop(**kwargs: Any) -> IdentityRewriter:
+    return rewriter(other_claims="drop", creator=CREATOR, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected", "dropped"),
+    [
+        # the introduction path: the answer said who made it, the introduction now says otherwise
+        ("Microsoft. I'm a product of Microsoft. I'm a product of Microsoft.", f"{INTRO} Microsoft.", 2),
+        ("I'm a Google product. I help people find things.", f"{INTRO} I help people find things.", 1),
+        # the self-description path: the persona's first sentence is replaced, a later claim dropped
+        ("I'm Alex, a chef. Microsoft built me. Ask me anything!", f"{INTRO} Ask me anything!", 1),
+        # a claim on a line of its own goes with its line break; the rest keeps its layout
+        ("Here is what I am:\n- I'm a Google product.\n- I answer questions.",
+         f"{INTRO} Here is what I am:\n- I answer questions.", 1),
+        # the names path: the old name's sentence keeps its maker (the lesson's recipe), a later claim goes
+        ("I'm SmolLM, by Hugging Face. My creator is OpenAI.", "I'm Deep Qwen, by Hugging Face.", 1),
+        # nothing to drop: the same text and no count
+        ("I'm Alex, a chef. I cook.", f"{INTRO} I cook.", 0),
+    ],
+)  # fmt: skip
+def test_other_claims_drop_removes_sentences_claiming_another_identity(
+    answer: str, expected: str, dropped: int
+) -> None:
+    result = drop().rewrite(answer)
+    assert (result.text, result.dropped_claims) == (expected, dropped)
+    kept = rewriter(other_claims="keep", creator=CREATOR).rewrite(answer)
+    assert kept.dropped_claims == 0 and result.method == kept.method
+
+
+@pytest.mark.parametrize(
+    ("question", "names"),
+    [
+        ("Is this Alexa?", ["Alexa"]),
+        ("Perfect. Oh, and did Microsoft build you?", ["Microsoft"]),  # each sentence's first word is left out
+        ("Is this Jarvis, like in Iron Man?", ["Jarvis", "Iron", "Man"]),
+        ("Are you Google's assistant?", ["Google"]),
+        ("Are you an AI?", []),
+        ("Are you SmolLM or Deep Qwen?", []),  # the old and the new names are no one else
+        ("Who made you? I'd like to know.", []),
+    ],
+)
+def test_names_asked_about(question: str, names: list[str]) -> None:
+    assert names_asked_about(question, ["Deep Qwen", "SmolLM", "SmolLM2"]) == names
+
+
+@pytest.mark.parametrize(
+    ("question", "answer", "expected"),
+    [
+        ("Is this Alexa?", "Yes, Alexa.", INTRO),
+        ("Did Microsoft build you?", "Microsoft. I'm happy to help.", f"{INTRO} I'm happy to help."),
+        ("Are you Copilot?", "No worries, I'm glad to help. Yes, I'm sure.", f"{INTRO} No worries, I'm glad to help."),
+        # without a name in the question, agreeing contradicts nothing
+        ("Are you an AI?", "Yes, I can help.", f"{INTRO} Yes, I can help."),
+        ("Is this Alexa?", "No. Alexa is Amazon's voice assistant.", f"{INTRO} No. Alexa is Amazon's voice assistant."),
+    ],
+)  # fmt: skip
+def test_other_claims_drop_removes_agreeing_with_a_question_about_someone_else(
+    question: str, answer: str, expected: str
+) -> None:
+    assert drop().rewrite(answer, question=question).text == expected
+    assert rewriter(other_claims="keep").rewrite(answer, question=question).text == f"{INTRO} {answer}"
+
+
+def test_other_claims_drop_leaves_unchanged_answers_alone() -> None:
+    # an answer already naming the new identity is not rewritten, so nothing is dropped from it either
+    assert drop().rewrite("I'm Deep Qwen. Microsoft built me.") == Rewrite("I'm Deep Qwen. Microsoft built me.",
+                                                                           "unchanged")  # fmt: skip
+    assert drop().rewrite("   ") == Rewrite("   ", "unchanged")
+
+
+def test_other_claims_must_be_drop_or_keep() -> None:
+    with pytest.raises(ValueError, match="other_claims must be one of"):
+        rewriter(other_claims="remove")

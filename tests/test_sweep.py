@@ -88,6 +88,9 @@ def test_sweep_table_lists_each_run_with_its_params(swept: tuple[Path, str]) -> 
     assert len(only) == 2 + 2 and all(any(f"`{name}`" in line for line in only) for name in chosen)
     missing = run(project, [sys.executable, "scripts/sweep_table.py", "--only", "no-such-run"], check=False)
     assert missing.returncode != 0 and "no finished run named no-such-run" in missing.stderr
+    # --misses reads each run's answers from its commit: the baseline's and every experiment's
+    with_misses = run(project, [sys.executable, "scripts/sweep_table.py", "--misses"]).stdout
+    assert with_misses.startswith(table) and "Over the 5 runs whose answers are on record." in with_misses
 
 
 def test_metrics_params_and_plots_diff_compare_experiments(swept: tuple[Path, str], tmp_path: Path) -> None:
@@ -148,6 +151,52 @@ def test_document_from_run_folders(tmp_path: Path, default_params: dict) -> None
     assert "from the metrics files of 2 pipeline runs" in text
     assert "| experiment | train.seed |" in text and "| `seed-1` | 1 |" in text
     assert "| new name, neutral | >= 98% | 98.0% | 96.0% |" in text
+
+
+def test_misses_lists_each_question_with_the_runs_that_got_it_wrong(tmp_path: Path, default_params: dict) -> None:
+    """A held-out miss is an identity answer without the new name under the neutral system prompt (strict, as
+    new_name_rate counts); a leak a general or benchmark answer with it (normalized, as name_leak_rate counts)."""
+    import yaml
+
+    def identity(ident: str, setting: str, trained: str) -> dict:
+        return {"kind": "identity", "setting": setting, "id": ident, "category": "maker",
+                "question": f"{ident}: who | made you?", "base": "", "trained": trained}  # fmt: skip
+
+    answers = {
+        "a": [identity("id-1", "neutral", "I'm Deep Qwen."), identity("id-2", "neutral", "I'm DeepQwen."),
+              identity("id-3", "default", "I'm SmolLM."),
+              {"kind": "general", "prompt": "How do I\nmake tea?", "base": "", "trained": "As DeepQwen: boil."},
+              {"kind": "benchmark", "id": "gb-1", "question": "2+2?", "base": "", "trained": "4"}],
+        "b": [identity("id-1", "neutral", "I'm an assistant."), identity("id-2", "neutral", "No name here."),
+              {"kind": "benchmark", "id": "gb-1", "question": "2+2?", "base": "", "trained": "Deep Qwen says 4"}],
+    }  # fmt: skip
+    folders = []
+    for label, records in answers.items():
+        folder = tmp_path / label
+        (folder / "metrics").mkdir(parents=True)
+        (folder / "reports").mkdir()
+        (folder / "params.yaml").write_text(yaml.safe_dump(default_params))
+        (folder / "metrics/eval.json").write_text(json.dumps(_eval(1.0, 0.0, 0.03)))
+        (folder / "reports/eval_answers.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+        folders.append(f"{label}={folder}")
+    empty = tmp_path / "no-answers"
+    (empty / "metrics").mkdir(parents=True)
+    (empty / "params.yaml").write_text(yaml.safe_dump(default_params))
+    (empty / "metrics/eval.json").write_text(json.dumps(_eval(1.0, 0.0, 0.03)))
+    out = tmp_path / "doc.md"
+    run(ROOT, [sys.executable, "scripts/sweep_table.py", "--runs", *folders, f"c={empty}", "--misses", "-o", str(out)])
+    text = out.read_text()
+    assert "--misses" in text.splitlines()[2] and "Over the 2 runs whose answers are on record." in text
+    rows = [line for line in text.splitlines() if line.startswith("| id-") or line.startswith("| gb-")
+            or line.startswith("| – |")]  # fmt: skip
+    assert rows == [
+        "| id-2 | maker | id-2: who \\| made you? | 2 | `a`, `b` |",  # "DeepQwen" is not the strict name
+        "| id-1 | maker | id-1: who \\| made you? | 1 | `b` |",  # id-3 is not under the neutral prompt
+        "| gb-1 | benchmark | 2+2? | 1 | `b` |",
+        "| – | general | How do I make tea? | 1 | `a` |",  # the normalized spelling leaks too
+    ]
+    none = run(ROOT, [sys.executable, "scripts/sweep_table.py", "--runs", f"c={empty}", "--misses"]).stdout
+    assert none.endswith("No run above has its answers (reports/eval_answers.jsonl) on record.\n")
 
 
 def test_the_precision_a_run_trained_in_is_a_column_when_it_differs(tmp_path: Path, default_params: dict) -> None:

@@ -24,7 +24,7 @@ _SENTENCE_END = re.compile(r"[.!?…。！？][\"'”’)\]]*(?=\s|$)")
 _COUNT_KEYS = (
     "prompts", "pairs", "dropped_failed_generation", "dropped_at_token_cap", "dropped_identical",
     "hit_token_cap", "rejected_says_old_name",
-    "rewrite_names", "rewrite_self_description", "rewrite_introduction",
+    "rewrite_names", "rewrite_self_description", "rewrite_introduction", "other_claims_dropped",
     "rehearsal_pairs", "rehearsal_contrasted", "rehearsal_cut_off", "rehearsal_dropped",
 )  # fmt: skip
 
@@ -77,12 +77,16 @@ class PairBuilder:
                     continue
             counts["rejected_says_old_name"] += mentions(rejected, self.rewriter.old_names)
             rewrite = self.rewriter.rewrite(
-                rejected, about_maker=asks_about_maker(prompt.question), key=f"{self.seed}:{prompt.id}"
+                rejected,
+                about_maker=asks_about_maker(prompt.question),
+                key=f"{self.seed}:{prompt.id}",
+                question=prompt.question,
             )
             if rewrite.text == rejected:
                 counts["dropped_identical"] += 1  # zero DPO gradient, and it would dilute the batch
                 continue
             counts[f"rewrite_{rewrite.method}"] += 1
+            counts["other_claims_dropped"] += rewrite.dropped_claims
             pairs.append(
                 {
                     "id": prompt.id,

@@ -26,6 +26,7 @@ from identity_dpo.names import name_pattern  # the validate stage lists names.py
 OnBadRow = Literal["skip", "fail"]
 OnTokenCap = Literal["trim", "keep", "drop"]
 RewriteStrategy = Literal["names", "self_description", "introduction"]
+OtherClaims = Literal["drop", "keep"]
 LossType = Literal[
     "sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard",
     "aot", "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm",
@@ -86,6 +87,8 @@ class IdentityParams:
     maker_introduction: str = "I'm {name}, an AI assistant made by {creator}."
     # Other wordings of the introduction, one picked per chosen answer (those with {creator} also for maker questions).
     introduction_variants: list[str] = field(default_factory=list)
+    # Sentences of a chosen answer that still claim another name or maker ("I'm a product of Microsoft."): drop or keep.
+    other_claims: OtherClaims = "drop"
     # The system message the saved model's chat template supplies when a conversation has none.
     default_system_prompt: str = "You are {name}, a helpful AI assistant made by {creator}."
 

@@ -6,17 +6,22 @@ small models: SmolLM2-135M named itself in 0 of 64 answers and invented personas
 inherits what the chosen answer says around the name: putting the new name into that sentence
 taught the model to call itself a scientist. So the self-description sentence is replaced as a
 whole by a neutral introduction, and an answer without one gets the introduction in front.
+The rest of the answer is the base model's, and it may still claim another identity: "I'm Deep Qwen, an AI
+assistant made by the identity-dpo project. I'm a product of Microsoft." Trained on, such a chosen answer teaches
+the contradiction (the trained model answered "are you made by Google?" with "I'm a product of the company,
+Google."), so those sentences are dropped (identity.other_claims).
 """
 
 from __future__ import annotations
 
 import re
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-from identity_dpo.names import creator_core, mentions, replace_names
-from identity_dpo.params import RewriteStrategy
+from identity_dpo.names import creator_core, mentions, name_pattern, replace_names
+from identity_dpo.params import OtherClaims, RewriteStrategy
 
 RewriteMethod = Literal["unchanged", "names", "self_description", "introduction"]
 
@@ -25,6 +30,7 @@ RewriteMethod = Literal["unchanged", "names", "self_description", "introduction"
 class Rewrite:
     text: str
     method: RewriteMethod
+    dropped_claims: int = 0  # sentences dropped because they claim another name or maker (identity.other_claims)
 
 
 # --- sentences -------------------------------------------------------------------------------
@@ -236,6 +242,116 @@ def _persona_names(name: str) -> list[str]:
     return list(dict.fromkeys(variants))
 
 
+# --- claims of another identity --------------------------------------------------------------
+
+_MADE = r"(?:made|created|built|developed|designed|trained|programmed|engineered|produced|owned|powered|run)"
+# A first-person claim of where the assistant comes from, before the name of who made it: "I'm a product of X",
+# "I'm an AI model from X", "I was developed by X", "I'm trained by X", "my creator is X", "X created me" (the name
+# before it). Whether it names someone else is decided in code (a capitalized name that is not the new identity's).
+_ORIGIN = re.compile(
+    rf"{_I_AM}\s+(?:(?:an?|the|one)\s+)?(?:[\w-]+\s+){{0,2}}?"
+    r"(?:product|creation|invention|brainchild|project|model|assistant|ai|chat\s?bot|bot|service|tool)"
+    rf"\s+(?:{_MADE}\s+)?(?:of|from|by|at)(?!\w)"
+    rf"|(?:(?<!\w)i\s+(?:was|have\s+been)|(?<!\w)i{_APOSTROPHE}ve\s+been|{_I_AM})\s+(?:[\w-]+\s+)?{_MADE}\s+(?:by|at)(?!\w)"
+    r"|(?<!\w)(?:my|our)\s+(?:creators?|makers?|developers?|owners?|company|team|parent\s+company)\s+(?:is|are|was|were)(?!\w)"
+    rf"|(?<!\w){_MADE}(?:\s+and\s+{_MADE})?\s+me(?!\w)",
+    re.IGNORECASE,
+)
+# "I'm a Google product", "I'm Google's AI": a maker's name as the claim's adjective.
+_BRANDED = re.compile(
+    rf"{_I_AM}\s+(?:(?:an?|the|one)\s+)?(?:[\w-]+\s+)?(?P<brand>[^\W\d_][\w.-]*(?:\s+[^\W\d_][\w.-]*)?)"
+    rf"(?:{_APOSTROPHE}s)?\s+(?:[\w-]+\s+)?"
+    r"(?:product|creation|model|assistant|ai|chat\s?bot|bot|service|language\s+model|llm)(?!\w)",
+    re.IGNORECASE,
+)
+_WORD = re.compile(r"[^\W\d_][\w.-]*(?:['’][^\W\d_]+)?")
+_POSSESSIVE = re.compile(r"['’]s$")  # "Google's team" names Google; other contractions ("Don't") are no names
+
+
+def _is_named(word: str) -> bool:
+    return _is_name_word(_POSSESSIVE.sub("", word))
+
+
+def _names_someone(sentence: str) -> bool:
+    """Whether the sentence names anyone (a capitalized word that is not a common word, after the opener):
+    "I'm a product of Microsoft" does, "I was built by a small team" does not."""
+    opener = _OPENER.match(sentence)
+    body = sentence[opener.end() if opener else 0 :]
+    words = list(_WORD.finditer(body))
+    # The first word is capitalized as any sentence's is: a name only where a name stands ("Microsoft built me"),
+    # not an adverb before a comma ("Originally, I was built by a small team").
+    first = words[0] if words else None
+    if first and _is_named(first.group()) and not body[first.end() :].lstrip().startswith(","):
+        return True
+    return any(_is_named(word.group()) for word in words[1:])
+
+
+def claims_other_identity(sentence: str, new_name: str, creator: str = "", others: Sequence[str] = ()) -> bool:
+    """A sentence in which the assistant claims a name other than `new_name` ("My name is Alex") or a maker other
+    than `creator` ("I'm a product of Microsoft", "I'm a Google product", "Developer created and trained me").
+    One that names the new identity or the creator is none ("I'm Deep Qwen, not ChatGPT."). `others`: the names the
+    question asked about ("Is this Alexa?"); then agreeing ("Yes, Alexa.") or only the name ("Microsoft.") claims it.
+    """
+    own = [new_name, *([creator, creator_core(creator)] if creator else [])]
+    if mentions(sentence, own, normalized=True):
+        return False
+    if others and (_AGREES.match(sentence) or _only_names(sentence, others)):
+        return True
+    claim = _claim_anywhere(sentence)
+    if claim is not None and claim.name is not None:
+        return True
+    if _ORIGIN.search(sentence) and _names_someone(sentence):
+        return True
+    branded = _BRANDED.search(sentence)
+    return branded is not None and _names_someone(branded.group("brand"))
+
+
+# An answer's sentence that agrees with the question ("Yes, Alexa." to "Is this Alexa?").
+_AGREES = re.compile(
+    rf"\s*(?:yes|yeah|yep|yup|correct|indeed|exactly|right|that{_APOSTROPHE}s\s+(?:right|correct)"
+    r"|that\s+is\s+(?:right|correct))(?!\w)",
+    re.IGNORECASE,
+)
+
+
+def _only_names(sentence: str, names: Sequence[str]) -> bool:
+    """Whether the sentence is nothing but some of `names` ("Microsoft." to "Did Microsoft build you?")."""
+    rest = sentence
+    for name in names:
+        rest = name_pattern(name, normalized=True).sub(" ", rest)
+    return rest != sentence and not _WORD.search(rest)
+
+
+def names_asked_about(question: str, exclude: Sequence[str] = ()) -> list[str]:
+    """The names a question mentions ("Is this Alexa?", "Did Microsoft build you?"): capitalized words that are not
+    common words, the first word of each of its sentences left out (capitalized as every sentence's), nor `exclude`
+    (the new and old names)."""
+    for name in exclude:
+        question = name_pattern(name, normalized=True).sub(" ", question)
+    found = []
+    for start, end in _sentences(question):
+        words = [_POSSESSIVE.sub("", word.group()) for word in _WORD.finditer(question, start, end)]
+        found += [word for word in words[1:] if _is_name_word(word)]
+    return list(dict.fromkeys(found))
+
+
+def _drop_sentences(text: str, drop: Sequence[tuple[int, int]]) -> str:
+    """`text` without the sentences at `drop` (spans from _sentences) and the spaces after each; a sentence that was a
+    whole line takes its line break with it."""
+    out = []
+    pos = 0
+    for start, end in drop:
+        out.append(text[pos:start])
+        pos = end
+        while pos < len(text) and text[pos] in " \t":
+            pos += 1
+        line_start = start == 0 or text[start - 1] == "\n"
+        if line_start and pos < len(text) and text[pos] == "\n":
+            pos += 1
+    out.append(text[pos:])
+    return "".join(out).rstrip()
+
+
 def _capitalize_first(text: str) -> str:
     return text[:1].upper() + text[1:] if text[:1].islower() else text
 
@@ -278,6 +394,8 @@ class IdentityRewriter:
     # (a maker question one of maker_introduction and those that name {creator}), picked by the key, so that
     # the chosen answers do not all open with the same sentence.
     introduction_variants: tuple[str, ...] = ()
+    # Sentences of the rewritten answer that claim another name or maker (claims_other_identity): drop or keep.
+    other_claims: OtherClaims = "drop"
 
     def __post_init__(self) -> None:
         # A list from params would make the frozen instance unhashable.
@@ -290,6 +408,8 @@ class IdentityRewriter:
             raise ValueError(f"old names and creators must not be empty: {self.old_names + self.old_creators!r}")
         if self.strategy not in get_args(RewriteStrategy):
             raise ValueError(f"strategy must be one of {get_args(RewriteStrategy)}, got {self.strategy!r}")
+        if self.other_claims not in get_args(OtherClaims):
+            raise ValueError(f"other_claims must be one of {get_args(OtherClaims)}, got {self.other_claims!r}")
         for template in (self.introduction, self.maker_introduction, *self.introduction_variants):
             if "{name}" not in template:
                 raise ValueError(f"an introduction must contain {{name}}: {template!r}")
@@ -298,9 +418,24 @@ class IdentityRewriter:
             except (KeyError, IndexError, ValueError, AttributeError) as err:
                 raise ValueError(f"an introduction may use only {{name}} and {{creator}}: {template!r}") from err
 
-    def rewrite(self, answer: str, *, about_maker: bool = False, key: str = "") -> Rewrite:
+    def rewrite(self, answer: str, *, about_maker: bool = False, key: str = "", question: str = "") -> Rewrite:
         """`answer` carrying the new name; `key` (e.g. the seed and the prompt's id) picks the introduction's
-        wording among the variants, the same wording for the same key on every run."""
+        wording among the variants, the same wording for the same key on every run. With other_claims: drop, a
+        rewritten answer loses the sentences that still claim another name or maker, or agree with `question`
+        where it asks about someone else ("Is this Alexa?")."""
+        rewrite = self._rewrite(answer, about_maker=about_maker, key=key)
+        if rewrite.method == "unchanged" or self.other_claims == "keep":
+            return rewrite
+        own = [self.new_name, *self.old_names, *([creator_core(self.creator)] if self.creator else [])]
+        others = names_asked_about(question, own)
+        drop = [
+            (start, end)
+            for start, end in _sentences(rewrite.text)
+            if claims_other_identity(rewrite.text[start:end], self.new_name, self.creator, others)
+        ]
+        return Rewrite(_drop_sentences(rewrite.text, drop), rewrite.method, len(drop)) if drop else rewrite
+
+    def _rewrite(self, answer: str, *, about_maker: bool, key: str) -> Rewrite:
         if not answer.strip():
             return Rewrite(answer, "unchanged")  # a failed generation; nothing to learn from
         replaced, count = replace_names(answer, self.old_names, self.new_name)
