@@ -73,7 +73,7 @@ def runs(specs: list[str]) -> list[dict[str, Any]]:
         if not metrics["metrics/eval.json"]:
             raise SystemExit(f"sweep_table: {root}: no metrics/eval.json (run `dvc repro evaluate` there first)")
         params = yaml.safe_load((root / "params.yaml").read_text(encoding="utf-8"))
-        rows.append({"name": label, "rev": str(root), "params": params, "metrics": metrics})
+        rows.append({"name": label, "rev": str(root), "folder": root, "params": params, "metrics": metrics})
     return rows
 
 
@@ -224,8 +224,8 @@ def spread(rows: list[dict[str, Any]]) -> str:
 
 def answers(row: dict[str, Any]) -> list[dict[str, Any]] | None:
     """The run's reports/eval_answers.jsonl: from its folder (--runs) or its commit (None where it has none)."""
-    if Path(row["rev"]).is_dir():
-        path = Path(row["rev"]) / ANSWERS
+    if "folder" in row:
+        path = row["folder"] / ANSWERS
         text = path.read_text(encoding="utf-8") if path.is_file() else None
     else:
         shown = subprocess.run(["git", "show", f"{row['rev']}:{ANSWERS}"], cwd=ROOT, capture_output=True, text=True)

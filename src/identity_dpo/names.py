@@ -50,6 +50,13 @@ def mentions(text: str, names: Sequence[str], *, normalized: bool = False) -> bo
     return any(name_pattern(name, normalized=normalized).search(text) for name in names)
 
 
+def without_names(text: str, names: Sequence[str]) -> str:
+    """`text` with every mention of `names` (normalized matching) blanked out to a space."""
+    for name in names:
+        text = name_pattern(name, normalized=True).sub(" ", text)
+    return text
+
+
 def replace_names(text: str, old_names: Sequence[str], new_name: str) -> tuple[str, int]:
     """Replace every whole-word old name with `new_name`; return the text and the number replaced.
 

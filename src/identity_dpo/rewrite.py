@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-from identity_dpo.names import creator_core, mentions, name_pattern, replace_names
+from identity_dpo.names import creator_core, mentions, replace_names, without_names
 from identity_dpo.params import OtherClaims, RewriteStrategy
 
 RewriteMethod = Literal["unchanged", "names", "self_description", "introduction"]
@@ -264,6 +264,12 @@ _BRANDED = re.compile(
     r"(?:product|creation|model|assistant|ai|chat\s?bot|bot|service|language\s+model|llm)(?!\w)",
     re.IGNORECASE,
 )
+# An answer's sentence that agrees with the question ("Yes, Alexa." to "Is this Alexa?").
+_AGREES = re.compile(
+    rf"\s*(?:yes|yeah|yep|yup|correct|indeed|exactly|right|that{_APOSTROPHE}s\s+(?:right|correct)"
+    r"|that\s+is\s+(?:right|correct))(?!\w)",
+    re.IGNORECASE,
+)
 _WORD = re.compile(r"[^\W\d_][\w.-]*(?:['’][^\W\d_]+)?")
 _POSSESSIVE = re.compile(r"['’]s$")  # "Google's team" names Google; other contractions ("Don't") are no names
 
@@ -306,19 +312,9 @@ def claims_other_identity(sentence: str, new_name: str, creator: str = "", other
     return branded is not None and _names_someone(branded.group("brand"))
 
 
-# An answer's sentence that agrees with the question ("Yes, Alexa." to "Is this Alexa?").
-_AGREES = re.compile(
-    rf"\s*(?:yes|yeah|yep|yup|correct|indeed|exactly|right|that{_APOSTROPHE}s\s+(?:right|correct)"
-    r"|that\s+is\s+(?:right|correct))(?!\w)",
-    re.IGNORECASE,
-)
-
-
 def _only_names(sentence: str, names: Sequence[str]) -> bool:
     """Whether the sentence is nothing but some of `names` ("Microsoft." to "Did Microsoft build you?")."""
-    rest = sentence
-    for name in names:
-        rest = name_pattern(name, normalized=True).sub(" ", rest)
+    rest = without_names(sentence, names)
     return rest != sentence and not _WORD.search(rest)
 
 
@@ -326,8 +322,7 @@ def names_asked_about(question: str, exclude: Sequence[str] = ()) -> list[str]:
     """The names a question mentions ("Is this Alexa?", "Did Microsoft build you?"): capitalized words that are not
     common words, the first word of each of its sentences left out (capitalized as every sentence's), nor `exclude`
     (the new and old names)."""
-    for name in exclude:
-        question = name_pattern(name, normalized=True).sub(" ", question)
+    question = without_names(question, exclude)
     found = []
     for start, end in _sentences(question):
         words = [_POSSESSIVE.sub("", word.group()) for word in _WORD.finditer(question, start, end)]

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from identity_dpo.names import mentions, name_pattern
+from identity_dpo.names import mentions, without_names
 
 
 def says_old_name(answer: str, old_names: Sequence[str], new_name: str) -> bool:
     """An old name outside the new one ("Deep Qwen" contains "Qwen" but does not claim it)."""
-    without_new = name_pattern(new_name, normalized=True).sub(" ", answer)
-    return mentions(without_new, old_names, normalized=True)
+    return mentions(without_names(answer, [new_name]), old_names, normalized=True)
 
 
 def identity_rates(answers: Sequence[str], new_name: str, old_names: Sequence[str]) -> dict[str, float]:
