@@ -48,8 +48,10 @@ def main(params: Params) -> None:
         raise DataError(f"{BASE_ANSWERS}: answers a different evaluation set; run `dvc repro answer_base`")
     check_token_caps(params, BASE_MODEL)  # config.json only: before minutes of generating
     base, tokenizer = load_model(BASE_MODEL)
-    trained, _ = load_model(TRAINED_MODEL)
-    after = answer_all(trained, tokenizer, evalset, params.identity, cfg, base_default, who="Trained model")
+    # The trained model answers with its own tokenizer: the same vocabulary, and the chat template train renamed, which
+    # speaks in the `default` setting (no system message); the base's would put its old default system message there.
+    trained, trained_tokenizer = load_model(TRAINED_MODEL)
+    after = answer_all(trained, trained_tokenizer, evalset, params.identity, cfg, base_default, who="Trained model")
     chosen_tokens = [
         len(tokenizer(pair["chosen"][-1]["content"], add_special_tokens=False)["input_ids"])
         for pair in map(json.loads, PAIRS.read_text(encoding="utf-8").splitlines())

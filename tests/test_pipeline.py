@@ -89,6 +89,21 @@ SETTINGS = ("neutral", "default", "base_default")
 COMPARISON = {"base", "trained", "difference", "difference_ci_low", "difference_ci_high", "mcnemar_p"}
 
 
+def test_each_model_answers_with_its_own_chat_template(project: Path) -> None:
+    # `default` (no system message) renders each model's own template: the base's supplies its old default system
+    # message, the same words `base_default` gives explicitly, so its answers are the same; the trained model's
+    # template carries the new identity, so its prompts, and with them its greedy answers, differ.
+    records = [json.loads(line) for line in (project / "reports/eval_answers.jsonl").read_text().splitlines()]
+    by_setting = {
+        setting: {r["id"]: r for r in records if r["kind"] == "identity" and r["setting"] == setting}
+        for setting in ("default", "base_default")
+    }
+    ids = sorted(by_setting["default"])
+    assert ids and ids == sorted(by_setting["base_default"])
+    assert all(by_setting["default"][i]["base"] == by_setting["base_default"][i]["base"] for i in ids)
+    assert any(by_setting["default"][i]["trained"] != by_setting["base_default"][i]["trained"] for i in ids)
+
+
 def test_eval_metrics_have_stable_keys(project: Path) -> None:
     """The keys `dvc metrics diff` and scripts/compare.sh compare across experiments, on the shipped sets."""
     metrics = json.loads((project / "metrics/eval.json").read_text())
