@@ -102,3 +102,80 @@ def test_every_relative_link_points_at_a_file(document: Path) -> None:
     targets = [t for t in LINK.findall(text) if not re.match(r"[a-z][a-z0-9+.-]*:|#", t)]
     missing = [t for t in targets if not (document.parent / t.split("#")[0]).exists()]
     assert not missing, f"{document.relative_to(ROOT)} links to files that do not exist: {missing}"
+
+
+# docs/how-it-works.md's table of the main parameters: "| `section.key` / `other` | `value` / value | meaning |".
+PARAMS_DOC = ROOT / "docs/how-it-works.md"
+PARAM_ROW = re.compile(r"^\| (`[a-z_]+\.[^|]*`) \| ([^|]+) \| [^|]* \|$", re.MULTILINE)
+
+
+def split_cells(text: str) -> list[str]:
+    """Split "`a`, [x, y] / 1" into ["a", "[x, y]", "1"]: at ", " and " / " outside brackets and backticks."""
+    items, current, depth, quoted, skip = [], "", 0, False, 0
+    for i, char in enumerate(text):
+        if skip:
+            skip -= 1
+            continue
+        quoted ^= char == "`"
+        depth += (char == "[") - (char == "]")
+        separator = next((s for s in (", ", " / ") if text.startswith(s, i)), None)
+        if separator and not quoted and depth == 0:
+            items.append(current)
+            current, skip = "", len(separator) - 1
+        else:
+            current += char
+    return [item.strip().strip("`") for item in [*items, current]]
+
+
+def stale_defaults(doc: str, params: dict) -> list[str]:
+    """Every key of the table whose documented default is not params.yaml's. A key after the first one without a
+    section of its own ("new_name" after "identity.old_names") is in the first one's section; wildcards ("launch.*")
+    are skipped. Fails if the table is not found."""
+    import yaml
+
+    checked, stale = 0, []
+    for keys_cell, values_cell in PARAM_ROW.findall(doc):
+        keys, values = split_cells(keys_cell), split_cells(values_cell)
+        values = values * len(keys) if len(values) == 1 else values
+        assert len(keys) == len(values), f"docs/how-it-works.md: {keys_cell} has {len(keys)} keys, {values_cell!r}"
+        parent = keys[0].rsplit(".", 1)[0]
+        for key, documented in zip(keys, values, strict=True):
+            full = key if key.split(".")[0] in params else f"{parent}.{key}"
+            if "*" in full:
+                continue
+            actual = params
+            for part in full.split("."):
+                actual = actual[part]
+            expected = yaml.safe_load(documented)
+            if isinstance(actual, float):
+                expected = float(documented)
+            checked += 1
+            if expected != actual:
+                stale.append(f"{full}: documented {documented!r}, params.yaml {actual!r}")
+    assert checked >= 20, f"the parameter table of docs/how-it-works.md was not found ({checked} keys read)"
+    return stale
+
+
+def default_params() -> dict:
+    import yaml
+
+    return yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+
+
+def test_the_parameter_table_shows_the_defaults_of_params_yaml() -> None:
+    assert stale_defaults(PARAMS_DOC.read_text(encoding="utf-8"), default_params()) == []
+
+
+def test_a_stale_default_in_the_parameter_table_is_caught() -> None:
+    assert split_cells("`[SmolLM, SmolLM2]` / `Deep Qwen`") == ["[SmolLM, SmolLM2]", "Deep Qwen"]
+    assert split_cells("1e-3, 1, 4") == ["1e-3", "1", "4"]
+    doc = PARAMS_DOC.read_text(encoding="utf-8")
+    params = default_params()
+    params["train"]["lora"]["rank"] = 8  # the third key of its row, in the first key's section
+    params["evaluate"]["backend"] = "vllm"  # the second key of a row with one value for both
+    params["identity"]["other_claims"] = "keep"
+    assert stale_defaults(doc, params) == [
+        "identity.other_claims: documented 'drop', params.yaml 'keep'",
+        "train.lora.rank: documented '16', params.yaml 8",
+        "evaluate.backend: documented 'transformers', params.yaml 'vllm'",
+    ]
