@@ -12,8 +12,10 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts/results_doc.py"
@@ -127,12 +129,10 @@ def split_cells(text: str) -> list[str]:
     return [item.strip().strip("`") for item in [*items, current]]
 
 
-def stale_defaults(doc: str, params: dict) -> list[str]:
+def stale_defaults(doc: str, params: dict[str, Any]) -> list[str]:
     """Every key of the table whose documented default is not params.yaml's. A key after the first one without a
     section of its own ("new_name" after "identity.old_names") is in the first one's section; wildcards ("launch.*")
     are skipped. Fails if the table is not found."""
-    import yaml
-
     checked, stale = 0, []
     for keys_cell, values_cell in PARAM_ROW.findall(doc):
         keys, values = split_cells(keys_cell), split_cells(values_cell)
@@ -156,21 +156,15 @@ def stale_defaults(doc: str, params: dict) -> list[str]:
     return stale
 
 
-def default_params() -> dict:
-    import yaml
-
-    return yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+def test_the_parameter_table_shows_the_defaults_of_params_yaml(default_params: dict[str, Any]) -> None:
+    assert stale_defaults(PARAMS_DOC.read_text(encoding="utf-8"), default_params) == []
 
 
-def test_the_parameter_table_shows_the_defaults_of_params_yaml() -> None:
-    assert stale_defaults(PARAMS_DOC.read_text(encoding="utf-8"), default_params()) == []
-
-
-def test_a_stale_default_in_the_parameter_table_is_caught() -> None:
+def test_a_stale_default_in_the_parameter_table_is_caught(default_params: dict[str, Any]) -> None:
     assert split_cells("`[SmolLM, SmolLM2]` / `Deep Qwen`") == ["[SmolLM, SmolLM2]", "Deep Qwen"]
     assert split_cells("1e-3, 1, 4") == ["1e-3", "1", "4"]
     doc = PARAMS_DOC.read_text(encoding="utf-8")
-    params = default_params()
+    params = default_params
     params["train"]["lora"]["rank"] = 8  # the third key of its row, in the first key's section
     params["evaluate"]["backend"] = "vllm"  # the second key of a row with one value for both
     params["identity"]["other_claims"] = "keep"

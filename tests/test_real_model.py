@@ -4,9 +4,9 @@ Slow (a cold run of the whole default pipeline on 2 CPU cores); `.ci/run` runs i
 The bars of the issue "Identity without collateral damage" that the default meets on every seed with room to spare
 (docs/general-ability.md) are asserted as they are: the creator on 90% of the maker questions, the benchmark within
 2 points and not significant, KL <= 0.05. Those it meets on every seed at the edge (95% new name under the base's
-default system prompt: 95.5% on the default seed, one question above; general answers 0.9x as long: 0.91x) and those
-it does not meet yet (98% new name, leak <= 1%) are asserted a little below the measured runs (one question of 66
-may flip with another CPU's float rounding), so a regression shows.
+default system prompt, general answers 0.9x as long) and those it does not meet yet (98% new name, leak <= 1%) are
+asserted a little below the measured runs in docs/general-ability.md (one question of 66 may flip with another CPU's
+float rounding), so a regression shows.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def test_default_pipeline_gives_the_new_identity_and_keeps_general_ability(tmp_p
     assert base["neutral"]["new_name_rate"] == 0.0
     # Identity: the new name, also under the base model's own default system message, and never the old one.
     assert trained["neutral"]["new_name_rate"] >= 0.93, trained["neutral"]
-    assert trained["base_default"]["new_name_rate"] >= 0.93, trained["base_default"]  # the bar (0.95): 95.5-97.0%
+    assert trained["base_default"]["new_name_rate"] >= 0.93, trained["base_default"]  # the bar: 0.95
     for setting in ("neutral", "default", "base_default"):
         assert trained[setting]["old_name_rate"] <= 0.01, (setting, trained[setting])
     assert trained["neutral"]["creator_rate_on_maker_questions"] >= 0.9, trained["neutral"]
@@ -37,7 +37,7 @@ def test_default_pipeline_gives_the_new_identity_and_keeps_general_ability(tmp_p
     assert generative["difference"] >= -0.02, generative
     assert generative["mcnemar_p"] >= 0.05 or generative["difference"] > 0, generative
     general = metrics["general"]
-    assert general["answer_length_ratio"] >= 0.87, general  # the bar (0.9): 0.91-0.98 over three seeds
+    assert general["answer_length_ratio"] >= 0.87, general  # the bar: 0.9
     assert metrics["benchmark"]["answer_length_ratio"] >= 0.85, metrics["benchmark"]  # the bar (0.9) is not met yet
-    assert general["name_leak_rate"] <= 0.035, general  # the bar (0.01): 1.3-2.7% over three seeds
+    assert general["name_leak_rate"] <= 0.035, general  # the bar: 0.01
     assert general["mean_token_kl"] <= 0.05, general
