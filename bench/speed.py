@@ -198,8 +198,9 @@ def generation(clone: Path, prompts: int, max_new_tokens: int, batch_size: int) 
     import torch
 
     from identity_dpo.chat_format import with_system
+    from identity_dpo.cpu_features import native_bf16_feature
     from identity_dpo.data import read_prompts
-    from identity_dpo.generation import generate, stop_token_ids, to_generation
+    from identity_dpo.generation import answering_model, generate, stop_token_ids, to_generation
     from identity_dpo.models import load_model
     from identity_dpo.pairs import select_prompts
 
@@ -213,21 +214,28 @@ def generation(clone: Path, prompts: int, max_new_tokens: int, batch_size: int) 
     def answers(rows: list[list[int]]) -> list:
         return [to_generation(tokenizer, row, stops) for row in rows]
 
+    methods = [
+        ("lesson", lambda: answers(lesson_generate(model, tokenizer, conversations, max_new_tokens))),
+        ("transformers", lambda: answers(transformers_batches(model, tokenizer, conversations, max_new_tokens,
+                                                              batch_size))),
+        ("ours", lambda: generate(model, tokenizer, conversations, max_new_tokens=max_new_tokens,
+                                  batch_size=batch_size)),
+    ]  # fmt: skip
+    if native_bf16_feature() is not None:  # pairs.precision bf16 (or auto here): the loop on a bf16 copy
+        bf16 = answering_model(model, "bf16")
+        methods.append(("ours, bf16", lambda: generate(bf16, tokenizer, conversations, max_new_tokens=max_new_tokens,
+                                                       batch_size=batch_size)))  # fmt: skip
     runs: dict[str, Any] = {}
     with torch.inference_mode():
-        for name, produce in (
-            ("lesson", lambda: answers(lesson_generate(model, tokenizer, conversations, max_new_tokens))),
-            ("transformers", lambda: answers(transformers_batches(model, tokenizer, conversations, max_new_tokens,
-                                                                  batch_size))),
-            ("ours", lambda: generate(model, tokenizer, conversations, max_new_tokens=max_new_tokens,
-                                      batch_size=batch_size)),
-        ):  # fmt: skip
-            (produced, seconds), ceiling = ceiling_around(lambda produce=produce: timed(produce))
+        for name, produce in methods:
+            (produced, seconds), ceiling = ceiling_around(
+                lambda produce=produce: timed(produce), "bfloat16" if name == "ours, bf16" else "float32"
+            )
             runs[name] = {"seconds": seconds, "tokens": sum(g.new_tokens for g in produced),
                           "texts": [g.text for g in produced], "ceiling": ceiling}  # fmt: skip
     texts = {name: result.pop("texts") for name, result in runs.items()}
     for name, result in runs.items():
-        result["identical"] = sum(a == b for a, b in zip(texts[name], texts["lesson"], strict=True))
+        result["identical"] = _same(texts[name], texts["lesson"])
     return {"prompts": len(conversations), "max_new_tokens": max_new_tokens, "batch_size": batch_size, "runs": runs,
             "flops_per_token": per_token, "texts": texts, "conversations": conversations}  # fmt: skip
 
@@ -508,7 +516,9 @@ def report(
     names = {"lesson": "lesson: one prompt at a time, `generate`",
              "transformers": "transformers `generate`, our sorted left-padded batches",
              "ours": "ours: shared start read once, least-padding prefill groups, weight-first vocabulary "
-                     "product, finished rows leave, cache with room"}  # fmt: skip
+                     "product, finished rows leave, cache with room",
+             "ours, bf16": "ours on a bf16 copy of the weights (`pairs.precision: bf16`; share of the *bf16* "
+                           "matrix product)"}  # fmt: skip
     for key, result in gen["runs"].items():
         rate = result["tokens"] / result["seconds"]
         lines.append(
@@ -517,6 +527,16 @@ def report(
             f"({result['ceiling'] / 1e9:.0f}) | "
             f"{result['identical']}/{gen['prompts']} |"
         )
+    if "ours, bf16" in gen["runs"]:
+        fp32, bf16 = (gen["runs"][key]["tokens"] / gen["runs"][key]["seconds"] for key in ("ours", "ours, bf16"))
+        lines += [
+            "",
+            f"bf16 against fp32, side by side: {bf16 / fp32:.2f}x the new tokens/s, and "
+            f"{_same(gen['texts']['ours, bf16'], gen['texts']['ours'])}/{gen['prompts']} answers the same as in fp32 "
+            "(bf16 rounds every product, so where the two likeliest next tokens are nearly tied the answer can go the "
+            "other way; from there on it is another answer). The default stays fp32 until three training seeds on bf16 "
+            "pairs are measured (docs/how-it-works.md).",
+        ]
     lines += llama_cpp_lines(gen)
     lines += [
         "",
@@ -611,7 +631,7 @@ def llama_cpp_lines(gen: dict[str, Any]) -> list[str]:
     lines = ["", "### llama.cpp as a peer, on the same prompts", ""]
     if "missing" in peer:
         return [*lines, f"Not measured: {peer['missing']}."]
-    ours = gen["runs"]["ours"]["tokens"] / gen["runs"]["ours"]["seconds"]
+    ours = {key: run["tokens"] / run["seconds"] for key, run in gen["runs"].items() if key.startswith("ours")}
     lines += [
         f"The same {gen['prompts']} conversations and model, exported as the export stage exports it (llama.cpp's "
         "`convert_hf_to_gguf.py`, then `llama_model_quantize`), answered greedily by llama.cpp (llama-cpp-python "
@@ -619,16 +639,18 @@ def llama_cpp_lines(gen: dict[str, Any]) -> list[str]:
         f"{gen['batch_size']} sequences per `llama_decode`, one KV stream each, argmax of each sequence's logits, "
         "finished sequences leave the batch (`identity_dpo.llama_batched`, as llama.cpp's own `batched` example "
         "decodes). Prompts rendered with the chat template stored in the GGUF. Ours / llama.cpp: the new tokens/s of "
-        "the `ours` row above divided by llama.cpp's.",
+        "the `ours` row above (and of `ours, bf16`, where measured) divided by llama.cpp's.",
         "",
-        "| llama.cpp batched | seconds | new tokens | new tokens/s | ours / llama.cpp | share of matmul (its GFLOP/s) "
-        "| identical to lesson | same as ours |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| llama.cpp batched | seconds | new tokens | new tokens/s | "
+        f"{' | '.join(f'{key} / llama.cpp' for key in ours)} "
+        "| share of matmul (its GFLOP/s) | identical to lesson | same as ours |",
+        f"|---|---:|---:|---:|{'---:|' * len(ours)}---:|---:|---:|",
     ]
     for kind, result in peer["runs"].items():
         rate = result["tokens"] / result["seconds"]
         lines.append(
-            f"| {kind} GGUF | {result['seconds']:.2f} | {result['tokens']} | {rate:.1f} | {ours / rate:.2f}x | "
+            f"| {kind} GGUF | {result['seconds']:.2f} | {result['tokens']} | {rate:.1f} | "
+            f"{' | '.join(f'{mine / rate:.2f}x' for mine in ours.values())} | "
             f"{rate * gen['flops_per_token'] / result['ceiling']:.0%} ({result['ceiling'] / 1e9:.0f}) | "
             f"{result['identical']}/{gen['prompts']} | {result['same_as_ours']}/{gen['prompts']} |"
         )

@@ -20,7 +20,7 @@ from identity_dpo.evaluation import (
     plot_rows,
     report_markdown,
 )
-from identity_dpo.generation import check_backend
+from identity_dpo.generation import answer_precision, check_backend
 from identity_dpo.models import check_token_caps, load_model
 from identity_dpo.params import Params
 from identity_dpo.stage import run_stage
@@ -40,8 +40,15 @@ def main(params: Params) -> None:
     cpu_kernels.configure(params.cpu_kernels)  # the decoding loop (docs/upgrading.md)
     cfg = params.evaluate
     check_backend(cfg.backend, "evaluate.backend")  # before any data or weights load
+    precision = answer_precision(cfg.precision, cfg.backend, "evaluate.precision")
     evalset = read_evalset(cfg)
     recorded = json.loads(BASE_ANSWERS.read_text(encoding="utf-8"))
+    if recorded.get("precision", "fp32") != precision:  # both models answer at one precision, or the comparison is off
+        raise DataError(
+            f"{BASE_ANSWERS}: the base model answered in {recorded.get('precision', 'fp32')}, evaluate.precision is "
+            f"{precision} here (another host, or answers from before the setting); `dvc repro --force answer_base` "
+            "answers again"
+        )
     base_default = recorded["base_default_system"]
     before = ModelAnswers.from_json(recorded)
     if len(before.general) != len(evalset.general) or len(before.benchmark) != len(evalset.benchmark):
@@ -51,7 +58,8 @@ def main(params: Params) -> None:
     # The trained model answers with its own tokenizer: the same vocabulary, and the chat template train renamed, which
     # speaks in the `default` setting (no system message); the base's would put its old default system message there.
     trained, trained_tokenizer = load_model(TRAINED_MODEL)
-    after = answer_all(trained, trained_tokenizer, evalset, params.identity, cfg, base_default, who="Trained model")
+    after = answer_all(trained, trained_tokenizer, evalset, params.identity, cfg, base_default,
+                       who="Trained model", precision=precision)  # fmt: skip
     chosen_tokens = [
         len(tokenizer(pair["chosen"][-1]["content"], add_special_tokens=False)["input_ids"])
         for pair in map(json.loads, PAIRS.read_text(encoding="utf-8").splitlines())
@@ -68,6 +76,7 @@ def main(params: Params) -> None:
         "questions": len(evalset.questions),
         "general_prompts": len(evalset.general),
         "benchmark_questions": len(evalset.benchmark),
+        "bf16_answers": int(precision == "bf16"),  # a number, so `dvc metrics diff` shows a change of precision
     }
     rates, general = plot_rows(metrics)
     with atomic_outputs() as outputs:  # all appear together, only once all are complete

@@ -17,7 +17,7 @@ from identity_dpo.atomic import atomic_outputs, write_jsonl
 from identity_dpo.chat_format import with_system
 from identity_dpo.data import read_jsonl_records, read_prompts
 from identity_dpo.errors import DataError
-from identity_dpo.generation import Generation, check_backend, generate, sample
+from identity_dpo.generation import Generation, answer_precision, answering_model, check_backend, generate, sample
 from identity_dpo.models import check_token_caps, load_model
 from identity_dpo.pairs import PairBuilder, select_prompts
 from identity_dpo.params import Params
@@ -36,11 +36,13 @@ METRICS = Path("metrics/pairs.json")
 def main(params: Params) -> None:
     cpu_kernels.configure(params.cpu_kernels)  # the decoding loop (docs/upgrading.md)
     check_backend(params.pairs.backend, "pairs.backend")  # before any data or weights load
+    precision = answer_precision(params.pairs.precision, params.pairs.backend, "pairs.precision")
     identity = params.identity
     prompts = select_prompts(read_prompts(PROMPTS), params.pairs.max_prompts, params.pairs.seed)
     rehearsal = rehearsal_prompts(params)
     check_token_caps(params, BASE_MODEL)  # config.json only: before minutes of generating
     model, tokenizer = load_model(BASE_MODEL)
+    model = answering_model(model, precision)
     answers = generate(
         model, tokenizer, [with_system(p.messages, None) for p in prompts],
         max_new_tokens=params.pairs.max_new_tokens, batch_size=params.pairs.batch_size, backend=params.pairs.backend,
@@ -57,6 +59,7 @@ def main(params: Params) -> None:
     pairs, counts = builder.build(prompts, answers)  # no usable identity pair: the error comes before rehearsal
     general = rehearsal_answers(model, tokenizer, rehearsal, params) if rehearsal else []
     pairs += builder.rehearsal(rehearsal, general, counts)
+    counts["bf16_answers"] = int(precision == "bf16")  # a number, so `dvc metrics diff` shows a change of precision
     with atomic_outputs() as outputs:  # both appear together, only once both are complete
         write_jsonl(outputs.dir(OUT_DIR) / "pairs.jsonl", pairs)
         outputs.write_json(METRICS, dict(sorted(counts.items())))

@@ -209,6 +209,16 @@ def write(relative: str, text: str) -> Setup:
     return setup
 
 
+def base_answers_precision(precision: str) -> Setup:
+    """The recorded base answers say they were computed at `precision` (as on another host, with auto)."""
+
+    def setup(project: Path) -> None:
+        path = project / "data/base_answers/answers.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), "precision": precision}), encoding="utf-8")
+
+    return setup
+
+
 def both(*setups: Setup) -> Setup:
     def setup(project: Path) -> None:
         for step in setups:
@@ -445,6 +455,11 @@ CASES = [
     Case("inputs-base-model-corrupt", I, "make_pairs", "a truncated models/base/model.safetensors",
          lambda p: (p / "models/base/model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00"),
          r"models/base: cannot load the model: SafetensorError: .*`dvc checkout models/base` restores"),
+    Case("inputs-base-answers-other-precision", I, "evaluate",
+         "data/base_answers/answers.json answered in bf16, `evaluate.precision: fp32`",
+         base_answers_precision("bf16"),
+         r"data/base_answers/answers\.json: the base model answered in bf16, evaluate\.precision is fp32 here .*"
+         r"`dvc repro --force answer_base` answers again"),
     Case("inputs-eval-questions-missing", I, "evaluate", "`evaluate.identity_questions` naming a missing file",
          param("evaluate.identity_questions", "cases/none.jsonl"),
          r"evaluate\.identity_questions: cases/none\.jsonl: file not found"),

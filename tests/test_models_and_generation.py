@@ -8,12 +8,14 @@ from typing import Any
 
 import pytest
 
+from identity_dpo import launch
 from identity_dpo.chat_format import render_prompt, with_system
 from identity_dpo.cpu_kernels import decoding
 from identity_dpo.cpu_kernels.decoding import greedy_decode
-from identity_dpo.errors import SourceError
-from identity_dpo.generation import generate, sample
+from identity_dpo.errors import ParamsError, SourceError
+from identity_dpo.generation import answer_precision, answering_model, generate, sample
 from identity_dpo.models import check_model_folder, fetch_model, load_model
+from identity_dpo.params import params_from_dict
 from identity_dpo.sources import Source, parse_source
 from tiny_model import TINY_SHAPE, tiny_llama_config
 
@@ -325,3 +327,85 @@ def test_sampled_answers_are_seeded_and_differ_from_greedy(tiny_model_dir: Path)
     assert len({a.text for a in first[0::2]}) > 1, "the same prompt sampled three times gave one answer"
     assert len({a.text for a in greedy[0::2]}) == 1  # greedy: one answer per prompt
     assert all(a.new_tokens <= 6 for a in first)
+
+
+# --- the precision answers are computed in (pairs.precision, evaluate.precision) --------------------------------
+
+
+on_a_cpu_only = pytest.mark.skipif(not launch.trains_on_cpu(), reason="checks what a CPU without an accelerator does")
+
+
+@on_a_cpu_only
+@pytest.mark.parametrize(("feature", "auto"), [("amx_bf16", "bf16"), ("avx512_bf16", "bf16"), (None, "fp32")])
+def test_auto_answers_in_bf16_only_where_the_cpu_computes_it_natively(
+    monkeypatch: pytest.MonkeyPatch, feature: str | None, auto: str
+) -> None:
+    monkeypatch.setattr(launch, "native_bf16_feature", lambda: feature)
+    assert answer_precision("auto", "transformers", "pairs.precision") == auto
+    assert answer_precision("fp32", "transformers", "pairs.precision") == "fp32"  # on request, everywhere
+
+
+@on_a_cpu_only
+def test_bf16_answers_where_bf16_would_be_emulated_are_refused_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(launch, "native_bf16_feature", lambda: None)
+    with pytest.raises(ParamsError) as error:
+        answer_precision("bf16", "transformers", "evaluate.precision")
+    assert str(error.value) == (
+        "evaluate.precision: bf16 on a CPU needs native bf16 matrix instructions (AMX-BF16 or AVX512-BF16), which "
+        "this CPU lacks (it would emulate bf16, slower than fp32); use auto or fp32"
+    )
+    monkeypatch.setattr(launch, "native_bf16_feature", lambda: "avx512_bf16")
+    assert answer_precision("bf16", "transformers", "evaluate.precision") == "bf16"
+
+
+@pytest.mark.parametrize("section", ["pairs", "evaluate"])
+def test_vllm_takes_only_auto_precision(default_params: dict[str, Any], section: str) -> None:
+    """vLLM loads the folder in the dtype it picks itself: an explicit precision would be silently ignored."""
+    default_params[section]["backend"] = "vllm"
+    default_params[section]["precision"] = "fp32"
+    with pytest.raises(ParamsError, match=rf"^{section}.precision: expected auto with {section}.backend vllm"):
+        params_from_dict(default_params)
+    default_params[section]["precision"] = "auto"
+    params_from_dict(default_params)
+
+
+def test_bf16_answers_come_from_a_bf16_copy_and_leave_the_fp32_weights_as_they_were(tiny_model_dir: Path) -> None:
+    import torch
+
+    model, _ = load_model(tiny_model_dir)
+    before = {name: p.clone() for name, p in model.state_dict().items()}
+    assert answering_model(model, "fp32") is model
+    copy = answering_model(model, "bf16")
+    assert copy is not model and {p.dtype for p in copy.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    assert all(torch.equal(before[name], p) for name, p in model.state_dict().items())
+    assert answering_model(copy, "bf16") is copy  # already bf16: no second copy
+
+
+@pytest.mark.cpu_kernels
+@pytest.mark.parametrize("prefill_tokens", [2048, 80])
+def test_in_bf16_the_decoding_loop_gives_the_tokens_of_transformers_generate_in_bf16(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch, prefill_tokens: int
+) -> None:
+    """The custom decoding loop runs in bf16 too (it reads the shared prompt start once and prefills in groups, in the
+    model's own dtype): each answer is the one transformers' `generate` gives that prompt alone, in bf16."""
+    import torch
+    from transformers import GenerationConfig
+
+    monkeypatch.setattr(decoding, "PREFILL_TOKENS", prefill_tokens)
+    model, tokenizer = load_model(tiny_model_dir)
+    model = answering_model(model, "bf16")
+    questions = ["Who are you?", "What is your name, please, if you do not mind me asking?", "Hi", "2+2?", "Why?"]
+    prompts = [render_prompt(tokenizer, with_system([{"role": "user", "content": q}], None)) for q in questions]
+    pad = tokenizer.pad_token_id
+    free = greedy_decode(model, prompts, 12, [], pad)
+    stops = sorted({free[0][2], free[3][6]})
+    ours = greedy_decode(model, prompts, 12, stops, pad)
+    assert len({len(answer) for answer in ours}) > 1
+    fp32 = greedy_decode(load_model(tiny_model_dir)[0], prompts, 12, [], pad)
+    assert fp32 != free  # the bf16 answers are really the bf16 model's
+    for prompt, answer in zip(prompts, ours, strict=True):
+        config = GenerationConfig(do_sample=False, max_new_tokens=12, eos_token_id=stops, pad_token_id=pad)
+        ids = torch.tensor([prompt])
+        alone = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=config)
+        assert answer == alone[0, len(prompt) :].tolist()

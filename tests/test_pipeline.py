@@ -70,6 +70,7 @@ def test_every_stage_writes_its_outputs(project: Path) -> None:
     assert counts["prompts"] == 12
     assert counts["pairs"] == len(pairs)
     assert counts["rehearsal_pairs"] == len(rehearsal)
+    assert counts["bf16_answers"] == 0  # pairs.precision fp32, on every host
     assert sorted(p.name for p in (project / "models/trained").iterdir()) == MODEL_FILES
     adapter = sorted(p.name for p in (project / "models/adapter").iterdir())
     assert adapter == ["adapter_config.json", "adapter_model.safetensors"]
@@ -81,6 +82,7 @@ def test_every_stage_writes_its_outputs(project: Path) -> None:
     base = json.loads((project / "data/base_answers/answers.json").read_text())
     assert len(base["benchmark"]) == len(shipped_rows("general_benchmark.jsonl"))
     assert len(base["general"]) == len(shipped_rows("general_prompts.jsonl"))
+    assert base["precision"] == "fp32"  # evaluate.precision fp32: evaluate checks its own against it
     assert not (project / "models/gguf").exists() and not (project / "models/dpo").exists()
 
 
@@ -117,6 +119,7 @@ def test_eval_metrics_have_stable_keys(project: Path) -> None:
             assert all(0.0 <= v <= 1.0 for v in identity[setting].values())
             assert set(identity[f"{setting}_by_category"]) == {q["category"] for q in questions}
     assert {"distinct_share", "mean_tokens"} <= set(metrics["identity"]["answers"])
+    assert metrics["bf16_answers"] == 0  # evaluate.precision fp32: both models answered with fp32 weights
     general = metrics["general"]
     assert {"mean_token_kl", "answer_length_ratio", "name_leak_rate"} <= set(general)
     assert general["mean_token_kl"] > 0  # training moved the model

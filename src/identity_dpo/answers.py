@@ -16,7 +16,7 @@ from identity_dpo.benchmark import BenchmarkItem, benchmark_conversations, choic
 from identity_dpo.chat_format import Message, with_system
 from identity_dpo.data import read_jsonl_records
 from identity_dpo.errors import DataError
-from identity_dpo.generation import generate
+from identity_dpo.generation import answering_model, generate
 from identity_dpo.params import EvaluateParams, IdentityParams
 
 if TYPE_CHECKING:
@@ -117,15 +117,17 @@ def answer_all(
     params: EvaluateParams,
     base_default_system: str | None,
     who: str = "Model",
+    precision: str = "fp32",
 ) -> ModelAnswers:
     """All of a model's answers in one batched generation call (batches stay full), then the option scores; `who`
-    names the model on the progress bar."""
+    names the model on the progress bar. The answers are computed at `precision` (generation.answer_precision); the
+    option scores, a forward pass each, with the model as given, so they compare log-likelihoods as fp32 does."""
     chosen_settings = settings(identity, base_default_system)
     conversations = [q.conversation(s.system_prompt) for s in chosen_settings for q in evalset.questions]
     conversations += general_conversations(evalset.general, identity)
     conversations += benchmark_conversations(evalset.benchmark, identity.system_prompt)
     answers = generate(
-        model, tokenizer, conversations,
+        answering_model(model, precision), tokenizer, conversations,
         max_new_tokens=params.max_new_tokens, batch_size=params.batch_size, backend=params.backend,
         desc=f"{who} answering the evaluation questions",
     )  # fmt: skip

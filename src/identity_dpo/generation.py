@@ -10,6 +10,12 @@ transformers' `generate` (transformers_generate); tests check both give the same
 `backend` selects the engine: `transformers` (the default, on the loaded model) or `vllm`, an optional
 fast engine for a CUDA GPU (`pip install vllm`, not in requirements.txt) that loads the same model folder
 and decodes greedily too. Call check_backend before loading any weights.
+
+`precision` (answer_precision) picks the weights the transformers backend answers with: fp32 as fetched, or a bf16
+copy where the hardware computes bf16 natively (a CPU with AMX-BF16 or AVX512-BF16, or a CUDA GPU with bf16), whose
+matrix products run several times as fast there (BENCHMARKS.md). bf16 rounds every product, so near ties between
+the two likeliest next tokens can go the other way: the answers differ from fp32's in places, and each stage records
+which precision answered (`bf16_answers` in its metrics).
 """
 
 from __future__ import annotations
@@ -23,7 +29,8 @@ from identity_dpo.chat_format import Message, render_prompt
 from identity_dpo.cpu_kernels import active
 from identity_dpo.cpu_kernels.decoding import greedy_decode, left_padded
 from identity_dpo.errors import ParamsError
-from identity_dpo.params import CpuKernels
+from identity_dpo.launch import bf16_refusal
+from identity_dpo.params import AnswerPrecision, CpuKernels
 from identity_dpo.params import GenerationBackend as Backend
 from identity_dpo.progress import FinishedRows, bars_enabled, progress_bar
 
@@ -44,6 +51,32 @@ class Generation:
     @property
     def ok(self) -> bool:
         return self.error is None and bool(self.text)
+
+
+def answer_precision(precision: AnswerPrecision, backend: Backend, key: str) -> str:
+    """The precision answers are computed in here: fp32, bf16, or (vLLM's own choice) fp16. `auto` is bf16 where the
+    hardware computes it natively and fp32 elsewhere, so an AVX2-only CPU answers exactly as with fp32; bf16 where it
+    would be emulated is refused (`key` names the param). Call it before loading any weights."""
+    if backend == "vllm":  # params allow only auto with vLLM: it loads the folder in the dtype it picks
+        return "bf16" if _vllm_dtype() == "bfloat16" else "fp16"
+    refusal = bf16_refusal()
+    if precision == "bf16" and refusal is not None:
+        raise ParamsError(f"{key}: {refusal}; use auto or fp32")
+    if precision == "auto":
+        return "bf16" if refusal is None else "fp32"
+    return precision
+
+
+def answering_model(model: PreTrainedModel, precision: str) -> PreTrainedModel:
+    """The model to answer with at `precision` (answer_precision): the model itself, or for bf16 a bf16 copy, so
+    the fp32 weights stay as they are for whatever else reads them (evaluate's drift, a later fp32 forward)."""
+    import copy
+
+    import torch
+
+    if precision != "bf16" or model.dtype == torch.bfloat16:
+        return model
+    return copy.deepcopy(model).to(torch.bfloat16)
 
 
 def longest_first(prompts: Sequence[Sequence[int]]) -> list[int]:

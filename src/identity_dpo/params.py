@@ -41,6 +41,9 @@ LaunchProfile = Literal["none", "cpu_ddp", "ddp", "fsdp", "deepspeed_zero2", "de
 SHARDED_PROFILES = ("fsdp", "deepspeed_zero3")  # each process holds only a shard of the weights
 # transformers: the loaded model (the default); vllm: the optional fast engine for a CUDA GPU (generation.py).
 GenerationBackend = Literal["transformers", "vllm"]
+# The weights greedy answers and samples are computed with (generation.answer_precision): auto is bf16 where it computes
+# natively (as train.precision's auto), fp32 elsewhere; vLLM picks its own dtype, so with it only auto applies.
+AnswerPrecision = Literal["auto", "fp32", "bf16"]
 # auto: each CPU kernel where it applies (identity_dpo.cpu_kernels); none: the libraries' own code paths everywhere.
 CpuKernels = Literal["auto", "none"]
 
@@ -134,8 +137,10 @@ class PairsParams:
     # introduction, so the DPO term also teaches not to introduce itself where nobody asked (the name leak into
     # general answers). The others reject their chosen answer itself: the NLL term alone sees them. 0 = none.
     rehearsal_contrast: float = 0.0
+    precision: AnswerPrecision = "fp32"  # of the base model's answers (generation.answer_precision)
 
     def check(self, key: str) -> None:
+        _check_answer_precision(self.precision, self.backend, key)
         _int_range(self.rehearsal, 0, MAX_COUNT, f"{key}.rehearsal", " (0 means none)")
         _int_range(self.max_prompts, 0, MAX_COUNT, f"{key}.max_prompts", " (0 means all)")
         _int_range(self.max_new_tokens, 1, MAX_TOKENS, f"{key}.max_new_tokens")
@@ -260,8 +265,10 @@ class EvaluateParams:
     # Resamples of the paired bootstrap behind the accuracy difference's 95% interval, and its seed.
     bootstrap_samples: int = 10000
     seed: int = 0
+    precision: AnswerPrecision = "fp32"  # of both models' answers (generation.answer_precision)
 
     def check(self, key: str) -> None:
+        _check_answer_precision(self.precision, self.backend, key)
         _int_range(self.max_new_tokens, 1, MAX_TOKENS, f"{key}.max_new_tokens")
         _int_range(self.batch_size, 1, MAX_BATCH, f"{key}.batch_size")
         _int_range(self.bootstrap_samples, 100, MAX_COUNT, f"{key}.bootstrap_samples")
@@ -376,6 +383,15 @@ def params_from_dict(raw: dict[str, Any]) -> Params:
 def _require(ok: bool, key: str, expected: str) -> None:
     if not ok:
         raise ParamsError(f"{key}: expected {expected}")
+
+
+def _check_answer_precision(precision: str, backend: str, key: str) -> None:
+    _require(
+        backend != "vllm" or precision == "auto",
+        f"{key}.precision",
+        f"auto with {key}.backend vllm, which picks its own dtype (bf16 on a GPU that has it, else fp16), "
+        f"got {precision}",
+    )
 
 
 def _int_range(value: int, low: int, high: int, key: str, note: str = "") -> None:
