@@ -46,8 +46,8 @@ def main(params: Params) -> None:
     if recorded.get("precision", "fp32") != precision:  # both models answer at one precision, or the comparison is off
         raise DataError(
             f"{BASE_ANSWERS}: the base model answered in {recorded.get('precision', 'fp32')}, evaluate.precision is "
-            f"{precision} here (another host, or answers from before the setting); `dvc repro --force answer_base` "
-            "answers again"
+            f"{precision} here (answered on another host, or before evaluate.precision changed); "
+            "`dvc repro --force answer_base` answers again"
         )
     base_default = recorded["base_default_system"]
     before = ModelAnswers.from_json(recorded)

@@ -85,7 +85,8 @@ def rehearsal_answers(
 
 
 def rehearsal_prompts(params: Params) -> list[str]:
-    """A seeded sample of pairs.rehearsal general prompts (none when it is 0)."""
+    """A seeded sample of pairs.rehearsal general prompts (none when it is 0), each pairs.rehearsal_samples times:
+    sampled answers to one prompt differ, and each becomes its own pair."""
     if params.pairs.rehearsal == 0:
         return []
     path = params.pairs.rehearsal_prompts
@@ -96,7 +97,8 @@ def rehearsal_prompts(params: Params) -> list[str]:
     if params.pairs.rehearsal > len(rows):
         raise DataError(f"pairs.rehearsal: {params.pairs.rehearsal} rehearsal pairs asked for, but {path} has only "
                         f"{len(rows)} prompts")  # fmt: skip
-    return random.Random(params.pairs.seed).sample([row["prompt"] for row in rows], params.pairs.rehearsal)
+    chosen = random.Random(params.pairs.seed).sample([row["prompt"] for row in rows], params.pairs.rehearsal)
+    return chosen * params.pairs.rehearsal_samples
 
 
 if __name__ == "__main__":

@@ -175,3 +175,16 @@ def test_a_share_of_contrastive_rehearsal_is_a_seeded_sample(share: float) -> No
     assert contrasted(0) == contrasted(0)
     if share:
         assert contrasted(0) != contrasted(1)
+
+
+def test_several_rehearsal_samples_ask_each_prompt_that_many_times(default_params: dict) -> None:
+    """pairs.rehearsal_samples k: the seeded sample of rehearsal prompts, each k times (a pair per sampled answer)."""
+    from identity_dpo.params import params_from_dict
+    from stage_harness import load_stage
+
+    make_pairs = load_stage("make_pairs")
+    default_params["pairs"]["rehearsal"] = 5
+    once = make_pairs.rehearsal_prompts(params_from_dict(default_params))
+    default_params["pairs"]["rehearsal_samples"] = 3
+    thrice = make_pairs.rehearsal_prompts(params_from_dict(default_params))
+    assert len(set(once)) == 5 and thrice == once * 3

@@ -182,6 +182,7 @@ INF, NAN = float("inf"), float("nan")
         ("pairs.rehearsal_contrast", 1.5, "pairs.rehearsal_contrast: expected a share in [0, 1] (0 = no contrastive "),
         ("pairs.rehearsal_contrast", -0.1, "pairs.rehearsal_contrast: expected a share in [0, 1]"),
         ("pairs.rehearsal_contrast", NAN, "pairs.rehearsal_contrast: expected a finite number, got nan"),
+        ("pairs.rehearsal_samples", 0, "pairs.rehearsal_samples: expected an integer in [1, 16], got 0"),
         ("identity.new_name", "Deep\ud83dQwen", "identity.new_name: expected text, got a lone surrogate escape"),
         ("data.source", "data/\x00x.jsonl", "data.source: expected text without NUL characters"),
     ],
@@ -334,3 +335,13 @@ def test_rehearsal_needs_a_cap_past_max_length(default_params: dict) -> None:
     default_params["pairs"]["rehearsal"] = 0  # without rehearsal the rule does not apply
     default_params["pairs"]["rehearsal_max_new_tokens"] = 1
     assert params_from_dict(default_params).pairs.rehearsal == 0
+
+
+def test_several_rehearsal_samples_need_sampling(default_params: dict) -> None:
+    """Greedy answers to one prompt are one answer: several of them would only weigh those prompts more."""
+    default_params["pairs"]["rehearsal_samples"] = 3
+    default_params["pairs"]["rehearsal_temperature"] = 0
+    with pytest.raises(ParamsError, match=r"pairs.rehearsal_samples: expected 1 with pairs.rehearsal_temperature 0 "):
+        params_from_dict(default_params)
+    default_params["pairs"]["rehearsal_temperature"] = 1.0
+    assert params_from_dict(default_params).pairs.rehearsal_samples == 3

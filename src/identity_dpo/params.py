@@ -52,6 +52,7 @@ SEED_MAX = 2**32 - 1  # numpy and torch seeds
 MAX_TOKENS = 1_048_576  # token caps and lengths; the model's own context length is checked by models.check_token_caps
 MAX_BATCH = 4_096  # prompts or pairs per forward pass
 MAX_COUNT = 10_000_000  # prompts, resamples, steps
+MAX_REHEARSAL_SAMPLES = 16  # answers sampled per rehearsal prompt
 _INT_LIMIT = 2**63  # larger integers are refused before any range check (and never printed in full)
 TEMPLATE_FIELDS = ("name", "creator")  # what identity templates may use
 
@@ -133,6 +134,9 @@ class PairsParams:
     # distribution, so the NLL on them pulls the trained model towards the base's distribution instead of
     # sharpening it).
     rehearsal_temperature: float = 0.0
+    # Answers sampled per rehearsal prompt (with rehearsal_temperature above 0): more of the base's own distribution
+    # to anchor on without more prompts; each is its own rehearsal pair.
+    rehearsal_samples: int = 1
     # The share of rehearsal pairs (a seeded sample) whose rejected answer is the chosen one opened with the
     # introduction, so the DPO term also teaches not to introduce itself where nobody asked (the name leak into
     # general answers). The others reject their chosen answer itself: the NLL term alone sees them. 0 = none.
@@ -152,6 +156,13 @@ class PairsParams:
             math.isfinite(self.rehearsal_temperature) and 0 <= self.rehearsal_temperature <= 10,
             f"{key}.rehearsal_temperature",
             f"a number in [0, 10] (0 = greedy), got {self.rehearsal_temperature}",
+        )
+        _int_range(self.rehearsal_samples, 1, MAX_REHEARSAL_SAMPLES, f"{key}.rehearsal_samples")
+        _require(
+            self.rehearsal_samples == 1 or self.rehearsal_temperature > 0,
+            f"{key}.rehearsal_samples",
+            f"1 with {key}.rehearsal_temperature 0 (greedy answers to one prompt are all the same answer), "
+            f"got {self.rehearsal_samples}",
         )
         _require(
             math.isfinite(self.rehearsal_contrast) and 0 <= self.rehearsal_contrast <= 1,
