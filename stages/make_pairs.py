@@ -17,7 +17,7 @@ from identity_dpo.atomic import atomic_outputs, write_jsonl
 from identity_dpo.chat_format import with_system
 from identity_dpo.data import read_jsonl_records, read_prompts
 from identity_dpo.errors import DataError
-from identity_dpo.generation import Generation, answer_precision, answering_model, check_backend, generate, sample
+from identity_dpo.generation import Generation, answer_precision, check_backend, generate, sample
 from identity_dpo.models import check_token_caps, load_model
 from identity_dpo.pairs import PairBuilder, select_prompts
 from identity_dpo.params import Params
@@ -42,11 +42,10 @@ def main(params: Params) -> None:
     rehearsal = rehearsal_prompts(params)
     check_token_caps(params, BASE_MODEL)  # config.json only: before minutes of generating
     model, tokenizer = load_model(BASE_MODEL)
-    model = answering_model(model, precision)
     answers = generate(
         model, tokenizer, [with_system(p.messages, None) for p in prompts],
         max_new_tokens=params.pairs.max_new_tokens, batch_size=params.pairs.batch_size, backend=params.pairs.backend,
-        desc="Base model answering identity prompts",
+        precision=precision, desc="Base model answering identity prompts",
     )  # fmt: skip
     rewriter = IdentityRewriter(
         tuple(identity.old_names), identity.new_name, identity.rewrite, identity.introduction,
@@ -57,7 +56,7 @@ def main(params: Params) -> None:
         rewriter, identity.system_prompt, params.pairs.on_token_cap, params.pairs.rehearsal_contrast, params.pairs.seed
     )
     pairs, counts = builder.build(prompts, answers)  # no usable identity pair: the error comes before rehearsal
-    general = rehearsal_answers(model, tokenizer, rehearsal, params) if rehearsal else []
+    general = rehearsal_answers(model, tokenizer, rehearsal, params, precision) if rehearsal else []
     pairs += builder.rehearsal(rehearsal, general, counts)
     counts["bf16_answers"] = int(precision == "bf16")  # a number, so `dvc metrics diff` shows a change of precision
     with atomic_outputs() as outputs:  # both appear together, only once both are complete
@@ -70,7 +69,7 @@ def main(params: Params) -> None:
 
 
 def rehearsal_answers(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[str], params: Params
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[str], params: Params, precision: str
 ) -> list[Generation]:
     """The base model's own answers to the rehearsal prompts: greedy, or sampled (pairs.rehearsal_temperature)."""
     cfg = params.pairs
@@ -78,9 +77,9 @@ def rehearsal_answers(
     if cfg.rehearsal_temperature > 0:
         return sample(model, tokenizer, conversations, max_new_tokens=cfg.rehearsal_max_new_tokens,
                       batch_size=cfg.batch_size, temperature=cfg.rehearsal_temperature, seed=cfg.seed,
-                      desc="Base model sampling rehearsal answers")  # fmt: skip
+                      precision=precision, desc="Base model sampling rehearsal answers")  # fmt: skip
     return generate(model, tokenizer, conversations, max_new_tokens=cfg.rehearsal_max_new_tokens,
-                    batch_size=cfg.batch_size, backend=cfg.backend,
+                    batch_size=cfg.batch_size, backend=cfg.backend, precision=precision,
                     desc="Base model answering rehearsal prompts")  # fmt: skip
 
 

@@ -171,6 +171,9 @@ def test_vllm_backend_answers_through_the_same_interface(tiny_model_dir: Path, m
     assert (sampling.temperature, sampling.max_tokens, sampling.stop_token_ids) == (0.0, 7, stops)
     generate(model, tokenizer, conversations, max_new_tokens=7, batch_size=1, backend="vllm")
     assert len(fake.engines) == 1, "the engine of a folder is built once"
+    # The precision reaches vLLM as the dtype it loads the folder in: fp32 on request, bf16 in a new engine.
+    generate(model, tokenizer, conversations, max_new_tokens=7, batch_size=1, backend="vllm", precision="bf16")
+    assert [e["dtype"] for e in fake.engines] == ["float32", "bfloat16"]
 
 
 def test_transformers_backend_is_the_default(tiny_model_dir: Path) -> None:

@@ -15,7 +15,6 @@ from identity_dpo.cpu_kernels.decoding import greedy_decode
 from identity_dpo.errors import ParamsError, SourceError
 from identity_dpo.generation import answer_precision, answering_model, generate, sample
 from identity_dpo.models import check_model_folder, fetch_model, load_model
-from identity_dpo.params import params_from_dict
 from identity_dpo.sources import Source, parse_source
 from tiny_model import TINY_SHAPE, tiny_llama_config
 
@@ -356,17 +355,6 @@ def test_bf16_answers_where_bf16_would_be_emulated_are_refused_in_one_line(monke
     )
     monkeypatch.setattr(launch, "native_bf16_feature", lambda: "avx512_bf16")
     assert answer_precision("bf16", "transformers", "evaluate.precision") == "bf16"
-
-
-@pytest.mark.parametrize("section", ["pairs", "evaluate"])
-def test_vllm_takes_only_auto_precision(default_params: dict[str, Any], section: str) -> None:
-    """vLLM loads the folder in the dtype it picks itself: an explicit precision would be silently ignored."""
-    default_params[section]["backend"] = "vllm"
-    default_params[section]["precision"] = "fp32"
-    with pytest.raises(ParamsError, match=rf"^{section}.precision: expected auto with {section}.backend vllm"):
-        params_from_dict(default_params)
-    default_params[section]["precision"] = "auto"
-    params_from_dict(default_params)
 
 
 def test_bf16_answers_come_from_a_bf16_copy_and_leave_the_fp32_weights_as_they_were(tiny_model_dir: Path) -> None:

@@ -16,7 +16,7 @@ from identity_dpo.benchmark import BenchmarkItem, benchmark_conversations, choic
 from identity_dpo.chat_format import Message, with_system
 from identity_dpo.data import read_jsonl_records
 from identity_dpo.errors import DataError
-from identity_dpo.generation import answering_model, generate
+from identity_dpo.generation import generate
 from identity_dpo.params import EvaluateParams, IdentityParams
 
 if TYPE_CHECKING:
@@ -127,8 +127,8 @@ def answer_all(
     conversations += general_conversations(evalset.general, identity)
     conversations += benchmark_conversations(evalset.benchmark, identity.system_prompt)
     answers = generate(
-        answering_model(model, precision), tokenizer, conversations,
-        max_new_tokens=params.max_new_tokens, batch_size=params.batch_size, backend=params.backend,
+        model, tokenizer, conversations,
+        max_new_tokens=params.max_new_tokens, batch_size=params.batch_size, backend=params.backend, precision=precision,
         desc=f"{who} answering the evaluation questions",
     )  # fmt: skip
     texts = [a.text if a.error is None else "" for a in answers]

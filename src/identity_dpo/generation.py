@@ -11,11 +11,11 @@ transformers' `generate` (transformers_generate); tests check both give the same
 fast engine for a CUDA GPU (`pip install vllm`, not in requirements.txt) that loads the same model folder
 and decodes greedily too. Call check_backend before loading any weights.
 
-`precision` (answer_precision) picks the weights the transformers backend answers with: fp32 as fetched, or a bf16
-copy where the hardware computes bf16 natively (a CPU with AMX-BF16 or AVX512-BF16, or a CUDA GPU with bf16), whose
-matrix products run several times as fast there (BENCHMARKS.md). bf16 rounds every product, so near ties between
-the two likeliest next tokens can go the other way: the answers differ from fp32's in places, and each stage records
-which precision answered (`bf16_answers` in its metrics).
+`precision` (answer_precision) picks the weights the models answer with: fp32 as fetched, or a bf16 copy (vLLM:
+the dtype it loads the folder in) where the hardware computes bf16 natively (a CPU with AMX-BF16 or AVX512-BF16, or
+a CUDA GPU with bf16), whose matrix products run several times as fast there (BENCHMARKS.md). bf16 rounds every
+product, so near ties between the two likeliest next tokens can go the other way: the answers differ from fp32's in
+places, and each stage records which precision answered (`bf16_answers` in its metrics).
 """
 
 from __future__ import annotations
@@ -54,16 +54,15 @@ class Generation:
 
 
 def answer_precision(precision: AnswerPrecision, backend: Backend, key: str) -> str:
-    """The precision answers are computed in here: fp32, bf16, or (vLLM's own choice) fp16. `auto` is bf16 where the
-    hardware computes it natively and fp32 elsewhere, so an AVX2-only CPU answers exactly as with fp32; bf16 where it
-    would be emulated is refused (`key` names the param). Call it before loading any weights."""
-    if backend == "vllm":  # params allow only auto with vLLM: it loads the folder in the dtype it picks
-        return "bf16" if _vllm_dtype() == "bfloat16" else "fp16"
+    """The precision answers are computed in here: fp32 or bf16, or with vLLM on a GPU without bf16, fp16. `auto` is
+    bf16 where the hardware computes it natively and fp32 elsewhere (vLLM: fp16, its own choice for an fp32 folder),
+    so an AVX2-only CPU answers exactly as with fp32; bf16 where it would be emulated is refused (`key` names the
+    param). Pass the result to generate and sample; resolve it before loading any weights."""
     refusal = bf16_refusal()
     if precision == "bf16" and refusal is not None:
         raise ParamsError(f"{key}: {refusal}; use auto or fp32")
     if precision == "auto":
-        return "bf16" if refusal is None else "fp32"
+        return "bf16" if refusal is None else "fp16" if backend == "vllm" else "fp32"
     return precision
 
 
@@ -106,11 +105,12 @@ def generate(
     max_new_tokens: int,
     batch_size: int,
     backend: Backend = "transformers",
+    precision: str = "fp32",
     desc: str = "Answering",
     cpu_kernels: CpuKernels | None = None,
 ) -> list[Generation]:
-    """Answer every conversation greedily; results are in input order. A progress bar titled `desc` counts the
-    answers as they end (vLLM shows its own).
+    """Answer every conversation greedily at `precision` (answer_precision's); results are in input order. A progress
+    bar titled `desc` counts the answers as they end (vLLM shows its own).
 
     With backend `vllm`, vLLM loads the model from the folder `model` was loaded from and schedules the
     batches itself (batch_size does not apply); the prompts and the stop tokens are the same. `cpu_kernels`
@@ -120,9 +120,10 @@ def generate(
 
     prompts = [render_prompt(tokenizer, messages) for messages in conversations]
     if backend == "vllm":
-        return _generate_vllm(model, tokenizer, prompts, max_new_tokens)
+        return _generate_vllm(model, tokenizer, prompts, max_new_tokens, precision)
     if backend != "transformers":
         raise ParamsError(f"generation backend: expected transformers or vllm, got {backend!r}")
+    model = answering_model(model, precision)
     order = longest_first(prompts)
     results: list[Generation | None] = [None] * len(prompts)
     model.eval()
@@ -211,6 +212,7 @@ def sample(
     batch_size: int,
     temperature: float,
     seed: int,
+    precision: str = "fp32",
     desc: str = "Sampling",
 ) -> list[Generation]:
     """Answers sampled from the model's own distribution at `temperature` (1.0: unchanged), in input order; a progress
@@ -228,6 +230,7 @@ def sample(
     config = GenerationConfig(do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
                               max_new_tokens=max_new_tokens, eos_token_id=stops, pad_token_id=pad)  # fmt: skip
     prompts = [render_prompt(tokenizer, messages) for messages in conversations]
+    model = answering_model(model, precision)
     results = []
     model.eval()
     torch.manual_seed(seed)
@@ -255,44 +258,43 @@ def check_backend(backend: Backend, key: str) -> None:
         )
 
 
-_engines: dict[str, Any] = {}  # model folder -> the vLLM engine; one at a time, so two models never share a GPU
+# (model folder, dtype) -> the vLLM engine; one at a time, so two models never share a GPU
+_engines: dict[tuple[str, str], Any] = {}
+_VLLM_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}  # answer_precision's -> vLLM's dtype
 
 
-def _vllm_engine(folder: str) -> Any:
+def _vllm_engine(folder: str, dtype: str) -> Any:
     import gc
 
     from vllm import LLM
 
-    if folder not in _engines:
+    if (folder, dtype) not in _engines:
         _engines.clear()  # release the previous model's engine (evaluation answers with two models in turn)
         gc.collect()
-        _engines[folder] = LLM(
+        _engines[folder, dtype] = LLM(
             model=folder,
             tokenizer=folder,
-            dtype=_vllm_dtype(),
+            dtype=dtype,
             seed=0,
             trust_remote_code=False,
             gpu_memory_utilization=VLLM_GPU_MEMORY_SHARE,
         )
-    return _engines[folder]
-
-
-def _vllm_dtype() -> str:
-    """bf16 where the GPU has it; otherwise vLLM's auto (fp16 for the fp32 folders fetch_model writes by default)."""
-    import torch
-
-    return "bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "auto"
+    return _engines[folder, dtype]
 
 
 def _generate_vllm(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[list[int]], max_new_tokens: int
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[list[int]],
+    max_new_tokens: int,
+    precision: str,
 ) -> list[Generation]:
     check_backend("vllm", "generation backend")
     from vllm import SamplingParams
 
     stops = stop_token_ids(model, tokenizer)
     sampling = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, stop_token_ids=stops)
-    engine = _vllm_engine(str(model.name_or_path))
+    engine = _vllm_engine(str(model.name_or_path), _VLLM_DTYPES[precision])
     outputs = engine.generate([{"prompt_token_ids": p} for p in prompts], sampling, use_tqdm=bars_enabled())
     results = []
     for output in outputs:  # vLLM returns them in input order

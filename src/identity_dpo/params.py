@@ -42,7 +42,7 @@ SHARDED_PROFILES = ("fsdp", "deepspeed_zero3")  # each process holds only a shar
 # transformers: the loaded model (the default); vllm: the optional fast engine for a CUDA GPU (generation.py).
 GenerationBackend = Literal["transformers", "vllm"]
 # The weights greedy answers and samples are computed with (generation.answer_precision): auto is bf16 where it computes
-# natively (as train.precision's auto), fp32 elsewhere; vLLM picks its own dtype, so with it only auto applies.
+# natively (as train.precision's auto), fp32 elsewhere (with vLLM: fp16, its own choice for an fp32 folder).
 AnswerPrecision = Literal["auto", "fp32", "bf16"]
 # auto: each CPU kernel where it applies (identity_dpo.cpu_kernels); none: the libraries' own code paths everywhere.
 CpuKernels = Literal["auto", "none"]
@@ -144,7 +144,6 @@ class PairsParams:
     precision: AnswerPrecision = "fp32"  # of the base model's answers (generation.answer_precision)
 
     def check(self, key: str) -> None:
-        _check_answer_precision(self.precision, self.backend, key)
         _int_range(self.rehearsal, 0, MAX_COUNT, f"{key}.rehearsal", " (0 means none)")
         _int_range(self.max_prompts, 0, MAX_COUNT, f"{key}.max_prompts", " (0 means all)")
         _int_range(self.max_new_tokens, 1, MAX_TOKENS, f"{key}.max_new_tokens")
@@ -279,7 +278,6 @@ class EvaluateParams:
     precision: AnswerPrecision = "fp32"  # of both models' answers (generation.answer_precision)
 
     def check(self, key: str) -> None:
-        _check_answer_precision(self.precision, self.backend, key)
         _int_range(self.max_new_tokens, 1, MAX_TOKENS, f"{key}.max_new_tokens")
         _int_range(self.batch_size, 1, MAX_BATCH, f"{key}.batch_size")
         _int_range(self.bootstrap_samples, 100, MAX_COUNT, f"{key}.bootstrap_samples")
@@ -394,15 +392,6 @@ def params_from_dict(raw: dict[str, Any]) -> Params:
 def _require(ok: bool, key: str, expected: str) -> None:
     if not ok:
         raise ParamsError(f"{key}: expected {expected}")
-
-
-def _check_answer_precision(precision: str, backend: str, key: str) -> None:
-    _require(
-        backend != "vllm" or precision == "auto",
-        f"{key}.precision",
-        f"auto with {key}.backend vllm, which picks its own dtype (bf16 on a GPU that has it, else fp16), "
-        f"got {precision}",
-    )
 
 
 def _int_range(value: int, low: int, high: int, key: str, note: str = "") -> None:
