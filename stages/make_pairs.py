@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from identity_dpo import cpu_kernels
 from identity_dpo.atomic import atomic_outputs, write_jsonl
 from identity_dpo.chat_format import with_system
+from identity_dpo.chat_template import identity_system_prompt
 from identity_dpo.data import read_jsonl_records, read_prompts
 from identity_dpo.errors import DataError
 from identity_dpo.generation import Generation, answer_precision, check_backend, generate, sample
@@ -53,8 +54,9 @@ def main(params: Params) -> None:
         tuple(identity.introduction_variants), identity.other_claims,
     )  # fmt: skip
     builder = PairBuilder(
-        rewriter, identity.system_prompt, params.pairs.on_token_cap, params.pairs.rehearsal_contrast, params.pairs.seed
-    )
+        rewriter, identity.system_prompt, params.pairs.on_token_cap, params.pairs.rehearsal_contrast, params.pairs.seed,
+        identity_system_prompt(identity), params.pairs.default_system_share,
+    )  # fmt: skip
     pairs, counts = builder.build(prompts, answers)  # no usable identity pair: the error comes before rehearsal
     general = rehearsal_answers(model, tokenizer, rehearsal, params, precision) if rehearsal else []
     pairs += builder.rehearsal(rehearsal, general, counts)

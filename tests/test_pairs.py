@@ -188,3 +188,21 @@ def test_several_rehearsal_samples_ask_each_prompt_that_many_times(default_param
     default_params["pairs"]["rehearsal_samples"] = 3
     thrice = make_pairs.rehearsal_prompts(params_from_dict(default_params))
     assert len(set(once)) == 5 and thrice == once * 3
+
+
+@pytest.mark.parametrize("share", [0.0, 0.5, 1.0])
+def test_a_seeded_share_of_pairs_is_asked_under_the_saved_template_s_default_system_message(share: float) -> None:
+    """pairs.default_system_share: that share of identity and rehearsal pairs (about, drawn per pair id) carries the
+    system message the saved template supplies when a conversation has none; the same ids get the same one."""
+    default = "You are Deep Qwen, a helpful AI assistant made by the identity-dpo project."
+    builder = dataclasses.replace(_builder(), default_system_prompt=default, default_system_share=share)
+    ids = [f"row-{i}" for i in range(200)] + [f"rehearsal-{i}" for i in range(200)]
+    systems = [builder.system_for(i) for i in ids]
+    assert set(systems) <= {default, builder.system_prompt}
+    under_default = systems.count(default) / len(ids)
+    assert under_default == share if share in (0.0, 1.0) else abs(under_default - share) < 0.1
+    assert systems == [builder.system_for(i) for i in ids]  # drawn per id: the same every time
+    counts: dict[str, int] = {"pairs": 0, "rehearsal_cut_off": 0, "rehearsal_dropped": 0}
+    answers = [Generation("Paris is the capital.", 5, True), Generation("At 100 degrees.", 4, True)]
+    pairs = builder.rehearsal(["Capital of France?", "When does water boil?"], answers, counts)
+    assert [p["prompt"][0]["content"] for p in pairs] == [builder.system_for(p["id"]) for p in pairs]

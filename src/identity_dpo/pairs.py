@@ -53,6 +53,20 @@ class PairBuilder:
     on_token_cap: OnTokenCap = "trim"
     rehearsal_contrast: float = 0.0  # the share of rehearsal pairs that reject the answer opened with the introduction
     seed: int = 0  # which rehearsal pairs those are, and which introduction_variants wording each answer gets
+    # The system message the saved chat template supplies when a conversation has none, and the share of pairs (a
+    # seeded sample, by pair id) asked under it instead of system_prompt: the model then also learns its identity in
+    # the setting it runs in by default (no system message), not only under the neutral one.
+    default_system_prompt: str = ""
+    default_system_share: float = 0.0
+
+    def system_for(self, pair_id: str) -> str:
+        """The system message of pair `pair_id`: default_system_prompt for a seeded share of the ids, else
+        system_prompt. Drawn per id, so a pair keeps its system message whatever else is in the set."""
+        if self.default_system_share > 0 and random.Random(f"{self.seed}:system:{pair_id}").random() < (
+            self.default_system_share
+        ):
+            return self.default_system_prompt
+        return self.system_prompt
 
     def build(
         self, prompts: Sequence[Prompt], answers: Sequence[Generation]
@@ -90,7 +104,7 @@ class PairBuilder:
             pairs.append(
                 {
                     "id": prompt.id,
-                    "prompt": with_system(prompt.messages, self.system_prompt),
+                    "prompt": with_system(prompt.messages, self.system_for(prompt.id)),
                     "chosen": [{"role": "assistant", "content": rewrite.text}],
                     "rejected": [{"role": "assistant", "content": rejected}],
                     "rewrite": rewrite.method,
@@ -132,7 +146,9 @@ class PairBuilder:
             pairs.append(
                 {
                     "id": f"rehearsal-{number}",
-                    "prompt": with_system([{"role": "user", "content": prompt}], self.system_prompt),
+                    "prompt": with_system(
+                        [{"role": "user", "content": prompt}], self.system_for(f"rehearsal-{number}")
+                    ),
                     "chosen": kept,
                     "rejected": rejected,
                     "rewrite": "rehearsal",

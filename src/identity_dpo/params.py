@@ -142,6 +142,9 @@ class PairsParams:
     # general answers). The others reject their chosen answer itself: the NLL term alone sees them. 0 = none.
     rehearsal_contrast: float = 0.0
     precision: AnswerPrecision = "fp32"  # of the base model's answers (generation.answer_precision)
+    # The share of pairs (seeded) asked under identity.default_system_prompt, the system message the saved template
+    # supplies when a conversation has none, instead of identity.system_prompt (pairs.PairBuilder.system_for).
+    default_system_share: float = 0.0
 
     def check(self, key: str) -> None:
         _int_range(self.rehearsal, 0, MAX_COUNT, f"{key}.rehearsal", " (0 means none)")
@@ -162,6 +165,11 @@ class PairsParams:
             f"{key}.rehearsal_samples",
             f"1 with {key}.rehearsal_temperature 0 (greedy answers to one prompt are all the same answer), "
             f"got {self.rehearsal_samples}",
+        )
+        _require(
+            math.isfinite(self.default_system_share) and 0 <= self.default_system_share <= 1,
+            f"{key}.default_system_share",
+            f"a share in [0, 1] (0 = every pair under identity.system_prompt), got {self.default_system_share}",
         )
         _require(
             math.isfinite(self.rehearsal_contrast) and 0 <= self.rehearsal_contrast <= 1,
