@@ -534,8 +534,8 @@ def report(
             f"bf16 against fp32, side by side: {bf16 / fp32:.2f}x the new tokens/s, and "
             f"{_same(gen['texts']['ours, bf16'], gen['texts']['ours'])}/{gen['prompts']} answers the same as in fp32 "
             "(bf16 rounds every product, so where the two likeliest next tokens are nearly tied the answer can go the "
-            "other way; from there on it is another answer). The default stays fp32 until three training seeds on bf16 "
-            "pairs are measured (docs/how-it-works.md).",
+            'other way; from there on it is another answer). The default stays fp32 (docs/experiments.md, "Pairs '
+            'answered in bf16").',
         ]
     lines += llama_cpp_lines(gen)
     lines += [
