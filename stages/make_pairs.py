@@ -2,8 +2,9 @@
 
 Rejected = the model's own greedy answer with no system message (its default identity);
 chosen = that answer rewritten to carry identity.new_name (and identity.creator where the question is about
-the maker); both under identity.system_prompt. With pairs.rehearsal > 0, general prompts answered by the base
-model itself are added as pairs that keep those answers (pairs.PairBuilder.rehearsal).
+the maker); both under identity.system_prompt, or, for a seeded share of the pairs (pairs.default_system_share),
+under the system message the saved template supplies when there is none. With pairs.rehearsal > 0, general
+prompts answered by the base model itself are added as pairs that keep those answers (pairs.PairBuilder.rehearsal).
 """
 
 from __future__ import annotations
