@@ -19,7 +19,7 @@ from identity_dpo.chat_format import with_system
 from identity_dpo.chat_template import identity_system_prompt
 from identity_dpo.data import read_jsonl_records, read_prompts
 from identity_dpo.errors import DataError
-from identity_dpo.generation import Generation, answer_precision, check_backend, generate, sample
+from identity_dpo.generation import Generation, answer_precision, answering_model, check_backend, generate, sample
 from identity_dpo.models import check_token_caps, load_model
 from identity_dpo.pairs import PairBuilder, select_prompts
 from identity_dpo.params import Params
@@ -44,6 +44,7 @@ def main(params: Params) -> None:
     rehearsal = rehearsal_prompts(params)
     check_token_caps(params, BASE_MODEL)  # config.json only: before minutes of generating
     model, tokenizer = load_model(BASE_MODEL)
+    model = answering_model(model, precision)  # the bf16 copy, made once for the answers and the rehearsal samples
     answers = generate(
         model, tokenizer, [with_system(p.messages, None) for p in prompts],
         max_new_tokens=params.pairs.max_new_tokens, batch_size=params.pairs.batch_size, backend=params.pairs.backend,

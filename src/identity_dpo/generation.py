@@ -29,7 +29,7 @@ from identity_dpo.chat_format import Message, render_prompt
 from identity_dpo.cpu_kernels import active
 from identity_dpo.cpu_kernels.decoding import greedy_decode, left_padded
 from identity_dpo.errors import ParamsError
-from identity_dpo.launch import bf16_refusal
+from identity_dpo.launch import native_precision
 from identity_dpo.params import AnswerPrecision, CpuKernels
 from identity_dpo.params import GenerationBackend as Backend
 from identity_dpo.progress import FinishedRows, bars_enabled, progress_bar
@@ -58,12 +58,7 @@ def answer_precision(precision: AnswerPrecision, backend: Backend, key: str) -> 
     bf16 where the hardware computes it natively and fp32 elsewhere (vLLM: fp16, its own choice for an fp32 folder),
     so an AVX2-only CPU answers exactly as with fp32; bf16 where it would be emulated is refused (`key` names the
     param). Pass the result to generate and sample; resolve it before loading any weights."""
-    refusal = bf16_refusal()
-    if precision == "bf16" and refusal is not None:
-        raise ParamsError(f"{key}: {refusal}; use auto or fp32")
-    if precision == "auto":
-        return "bf16" if refusal is None else "fp16" if backend == "vllm" else "fp32"
-    return precision
+    return native_precision(precision, key, fallback="fp16" if backend == "vllm" else "fp32")
 
 
 def answering_model(model: PreTrainedModel, precision: str) -> PreTrainedModel:

@@ -26,12 +26,21 @@ _MIXED_PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}  # our precisi
 def resolve_precision(params: TrainParams) -> str:
     """fp32, bf16 or fp16; `auto` is bf16 where it trains natively (a CUDA GPU with bf16, or a CPU with AMX-BF16 or
     AVX512-BF16), else fp32."""
-    if params.precision != "auto":
-        return params.precision
     # On a CPU with native bf16 the identity and general-ability results of three seeds stay within the fp32 runs'
     # spread (docs/general-ability.md) and training runs faster (BENCHMARKS.md). Elsewhere (AVX2-only CPUs, other
     # accelerators) bf16 would be emulated or refused, so auto keeps fp32 and its results unchanged there.
-    return "bf16" if bf16_refusal() is None else "fp32"
+    return native_precision(params.precision, "train.precision")
+
+
+def native_precision(precision: str, key: str, *, fallback: str = "fp32") -> str:
+    """`precision` with `auto` resolved: bf16 where bf16_refusal() has nothing against it, else `fallback`. An explicit
+    bf16 that would be emulated or refused here is a ParamsError (`key` names the param); the rest pass unchanged."""
+    refusal = bf16_refusal()
+    if precision == "bf16" and refusal is not None:
+        raise ParamsError(f"{key}: {refusal}; use auto or fp32")
+    if precision == "auto":
+        return "bf16" if refusal is None else fallback
+    return precision
 
 
 def cuda_bf16() -> bool:

@@ -33,7 +33,7 @@ from identity_dpo.cpu_kernels.fused_norm import use_fused_rms_norm
 from identity_dpo.cpu_kernels.malloc import keep_freed_memory
 from identity_dpo.cpu_kernels.sdpa_gqa import grouped_query_attention_in_sdpa
 from identity_dpo.errors import ParamsError, TrainingError
-from identity_dpo.launch import bf16_refusal, resolve_precision, trains_on_cpu
+from identity_dpo.launch import native_precision, resolve_precision, trains_on_cpu
 from identity_dpo.params import CpuKernels, LoraParams, TrainParams
 from identity_dpo.progress import log_line, progress_bar, write_line
 
@@ -356,9 +356,7 @@ def _load_tokenizer(model_dir: Path) -> Any:
 def _check_precision(params: TrainParams) -> None:
     import torch
 
-    refusal = bf16_refusal() if params.precision == "bf16" else None
-    if refusal is not None:
-        raise ParamsError(f"train.precision: {refusal}; use auto or fp32")
+    native_precision(params.precision, "train.precision")  # refuses bf16 where it would be emulated
     if params.precision == "fp16" and not torch.cuda.is_available():
         raise ParamsError("train.precision: fp16 needs a CUDA GPU; use auto or fp32")
 
