@@ -63,7 +63,7 @@ def main(params: Params) -> None:
     chosen_tokens = [
         len(tokenizer(pair["chosen"][-1]["content"], add_special_tokens=False)["input_ids"])
         for pair in map(json.loads, PAIRS.read_text(encoding="utf-8").splitlines())
-        if pair.get("rewrite") != "rehearsal"
+        if pair.get("rewrite") not in ("rehearsal", "mixed")  # each chosen identity answer once
     ]
     metrics = {
         "identity": {

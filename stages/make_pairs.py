@@ -57,7 +57,7 @@ def main(params: Params) -> None:
     )  # fmt: skip
     builder = PairBuilder(
         rewriter, identity.system_prompt, params.pairs.on_token_cap, params.pairs.rehearsal_contrast, params.pairs.seed,
-        identity_system_prompt(identity), params.pairs.default_system_share,
+        identity_system_prompt(identity), params.pairs.default_system_share, params.pairs.reject_mixed,
     )  # fmt: skip
     pairs, counts = builder.build(prompts, answers)  # no usable identity pair: the error comes before rehearsal
     general = rehearsal_answers(model, tokenizer, rehearsal, params, precision) if rehearsal else []

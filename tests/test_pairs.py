@@ -206,3 +206,23 @@ def test_a_seeded_share_of_pairs_is_asked_under_the_saved_template_s_default_sys
     answers = [Generation("Paris is the capital.", 5, True), Generation("At 100 degrees.", 4, True)]
     pairs = builder.rehearsal(["Capital of France?", "When does water boil?"], answers, counts)
     assert [p["prompt"][0]["content"] for p in pairs] == [builder.system_for(p["id"]) for p in pairs]
+
+
+def test_reject_mixed_adds_a_pair_against_the_introduction_followed_by_the_old_name() -> None:
+    """pairs.reject_mixed: an identity pair whose rejected answer names an old name gets a second pair with the same
+    prompt and chosen answer, rejecting that answer opened with the introduction (the mixed answer); an answer that
+    names no old name gets none, and without the switch nothing changes."""
+    answers = [
+        Generation("I'm a humble AI assistant named SmolLM, here to help.", 12, True),
+        Generation("I'm an AI assistant, here to help.", 9, True),  # no old name: rewritten, no mixed pair
+    ]
+    plain, plain_counts = _builder().build(_prompts(2), answers)
+    pairs, counts = dataclasses.replace(_builder(), reject_mixed=True).build(_prompts(2), answers)
+    assert plain_counts["mixed_pairs"] == 0 and counts["mixed_pairs"] == 1
+    assert [p["id"] for p in pairs] == ["row-0", "row-0-mixed", "row-1"] and pairs[::2] == plain
+    first, mixed = pairs[0], pairs[1]
+    assert mixed["prompt"] == first["prompt"] and mixed["chosen"] == first["chosen"] and mixed["rewrite"] == "mixed"
+    rejected = mixed["rejected"][0]["content"]
+    assert rejected.startswith("I'm Deep Qwen") and rejected.endswith(answers[0].text), rejected
+    assert "SmolLM" not in first["chosen"][0]["content"]
+    assert counts["pairs"] == 3

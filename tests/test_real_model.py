@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from pipeline_copy import make_copy, run
 
@@ -30,8 +31,11 @@ def test_default_pipeline_gives_the_new_identity_and_keeps_general_ability(tmp_p
     # Identity: the new name, also under the base model's own default system message, and the old one at most once.
     assert trained["neutral"]["new_name_rate"] >= 0.93, trained["neutral"]
     assert trained["base_default"]["new_name_rate"] >= 0.93, trained["base_default"]  # the bar: 0.95
-    for setting in ("neutral", "default", "base_default"):  # the bar: 0.01; here at most one answer of the 66
-        assert trained[setting]["old_name_rate"] <= 1 / 66 + 1e-9, (setting, trained[setting])
+    questions_file = yaml.safe_load((project / "params.yaml").read_text())["evaluate"]["identity_questions"]
+    questions = (project / questions_file).read_text(encoding="utf-8").splitlines()
+    one_answer = 1 / len([line for line in questions if line.strip()])
+    for setting in ("neutral", "default", "base_default"):  # the bar: 0.01; here at most one answer of the set
+        assert trained[setting]["old_name_rate"] <= one_answer + 1e-9, (setting, trained[setting])
     assert trained["neutral"]["creator_rate_on_maker_questions"] >= 0.9, trained["neutral"]
     # General ability: the benchmark within 2 points and not significantly different, answers as long, no leak.
     generative = metrics["benchmark"]["generative"]

@@ -25,7 +25,7 @@ _COUNT_KEYS = (
     "prompts", "pairs", "dropped_failed_generation", "dropped_at_token_cap", "dropped_identical",
     "hit_token_cap", "rejected_says_old_name",
     "rewrite_names", "rewrite_self_description", "rewrite_introduction", "other_claims_dropped",
-    "rehearsal_pairs", "rehearsal_contrasted", "rehearsal_cut_off", "rehearsal_dropped",
+    "rehearsal_pairs", "rehearsal_contrasted", "rehearsal_cut_off", "rehearsal_dropped", "mixed_pairs",
 )  # fmt: skip
 
 
@@ -58,6 +58,10 @@ class PairBuilder:
     # the setting it runs in by default (no system message), not only under the neutral one.
     default_system_prompt: str = ""
     default_system_share: float = 0.0
+    # A second pair for each identity pair whose rejected answer names an old name: the same chosen answer against the
+    # rejected one opened with the introduction (the mixed answer a half-trained model gives: the new name, then the
+    # old one), which the base's answer alone, starting elsewhere, does not teach against.
+    reject_mixed: bool = False
 
     def system_for(self, pair_id: str) -> str:
         """The system message of pair `pair_id`: default_system_prompt for a seeded share of the ids, else
@@ -89,7 +93,8 @@ class PairBuilder:
                 if self.on_token_cap == "drop" or not rejected:
                     counts["dropped_at_token_cap"] += 1
                     continue
-            counts["rejected_says_old_name"] += mentions(rejected, self.rewriter.old_names)
+            says_old_name = mentions(rejected, self.rewriter.old_names)
+            counts["rejected_says_old_name"] += says_old_name
             rewrite = self.rewriter.rewrite(
                 rejected,
                 about_maker=asks_about_maker(prompt.question),
@@ -101,15 +106,19 @@ class PairBuilder:
                 continue
             counts[f"rewrite_{rewrite.method}"] += 1
             counts["other_claims_dropped"] += rewrite.dropped_claims
-            pairs.append(
-                {
-                    "id": prompt.id,
-                    "prompt": with_system(prompt.messages, self.system_for(prompt.id)),
-                    "chosen": [{"role": "assistant", "content": rewrite.text}],
-                    "rejected": [{"role": "assistant", "content": rejected}],
-                    "rewrite": rewrite.method,
-                }
-            )
+            pair = {
+                "id": prompt.id,
+                "prompt": with_system(prompt.messages, self.system_for(prompt.id)),
+                "chosen": [{"role": "assistant", "content": rewrite.text}],
+                "rejected": [{"role": "assistant", "content": rejected}],
+                "rewrite": rewrite.method,
+            }
+            pairs.append(pair)
+            mixed = self.rewriter.introduce(rejected)
+            if self.reject_mixed and says_old_name and mixed != rewrite.text:
+                pairs.append({**pair, "id": f"{prompt.id}-mixed", "rejected": [{"role": "assistant", "content": mixed}],
+                              "rewrite": "mixed"})  # fmt: skip
+                counts["mixed_pairs"] += 1
         counts["pairs"] = len(pairs)
         if not pairs:
             raise DataError(self._no_pairs_message(counts, first_failure))

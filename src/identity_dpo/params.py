@@ -145,6 +145,10 @@ class PairsParams:
     # The share of pairs (seeded) asked under identity.default_system_prompt, the system message the saved template
     # supplies when a conversation has none, instead of identity.system_prompt (pairs.PairBuilder.system_for).
     default_system_share: float = 0.0
+    # Also reject the mixed answer: each identity pair whose rejected answer names an old name gets a second pair with
+    # the same chosen answer and, as rejected, that answer opened with the introduction ("I'm {name}, ... I'm a humble
+    # AI named SmolLM"), so DPO also pushes against the old name after the introduction (pairs.PairBuilder.build).
+    reject_mixed: bool = False
 
     def check(self, key: str) -> None:
         _int_range(self.rehearsal, 0, MAX_COUNT, f"{key}.rehearsal", " (0 means none)")
