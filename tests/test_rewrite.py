@@ -470,6 +470,21 @@ def test_introduction_variants_are_picked_by_the_key_the_same_way_every_time() -
     assert maker == {"I'm Deep Qwen, made by Acme.", "I am Deep Qwen, built by Acme."}
 
 
+def test_the_mixed_answer_opens_with_the_chosen_answers_introduction() -> None:
+    """mixed(): the old answer, old name and all, after the introduction rewrite() picks for the same key and question
+    kind, so that a pair of the two differs only after the introduction (pairs.reject_mixed)."""
+    answer = "I'm a humble AI named SmolLM."
+    for key in (f"0:row-{i}" for i in range(40)):
+        for about_maker in (False, True):
+            intro = VARIED.rewrite("I help.", about_maker=about_maker, key=key).text.removesuffix(" I help.")
+            mixed = VARIED.mixed(answer, about_maker=about_maker, key=key)
+            assert mixed == f"{intro} {answer}", (key, about_maker, mixed)
+    # the maker named once the old creator is replaced: the plain introduction, as rewrite() picks, and the old
+    # answer as it was
+    answer = "I'm SmolLM, made by Hugging Face."
+    assert VARIED.mixed(answer, about_maker=True) == f"I'm Deep Qwen. {answer}"
+
+
 def test_without_variants_the_key_changes_nothing() -> None:
     for answer, about_maker in (("I am an AI.", False), ("A team built me.", True), ("Hello! I help.", False)):
         keyed = MAKER.rewrite(answer, about_maker=about_maker, key="7:row-1")

@@ -59,8 +59,8 @@ class PairBuilder:
     default_system_prompt: str = ""
     default_system_share: float = 0.0
     # A second pair for each identity pair whose rejected answer names an old name: the same chosen answer against the
-    # rejected one opened with the introduction (the mixed answer a half-trained model gives: the new name, then the
-    # old one), which the base's answer alone, starting elsewhere, does not teach against.
+    # rejected one opened with the chosen answer's introduction (the mixed answer a half-trained model gives: the new
+    # name, then the old one), which the base's answer alone, starting elsewhere, does not teach against.
     reject_mixed: bool = False
 
     def system_for(self, pair_id: str) -> str:
@@ -95,12 +95,8 @@ class PairBuilder:
                     continue
             says_old_name = mentions(rejected, self.rewriter.old_names)
             counts["rejected_says_old_name"] += says_old_name
-            rewrite = self.rewriter.rewrite(
-                rejected,
-                about_maker=asks_about_maker(prompt.question),
-                key=f"{self.seed}:{prompt.id}",
-                question=prompt.question,
-            )
+            about_maker, key = asks_about_maker(prompt.question), f"{self.seed}:{prompt.id}"
+            rewrite = self.rewriter.rewrite(rejected, about_maker=about_maker, key=key, question=prompt.question)
             if rewrite.text == rejected:
                 counts["dropped_identical"] += 1  # zero DPO gradient, and it would dilute the batch
                 continue
@@ -114,7 +110,7 @@ class PairBuilder:
                 "rewrite": rewrite.method,
             }
             pairs.append(pair)
-            mixed = self.rewriter.introduce(rejected)
+            mixed = self.rewriter.mixed(rejected, about_maker=about_maker, key=key) if self.reject_mixed else ""
             if self.reject_mixed and says_old_name and mixed != rewrite.text:
                 pairs.append({**pair, "id": f"{prompt.id}-mixed", "rejected": [{"role": "assistant", "content": mixed}],
                               "rewrite": "mixed"})  # fmt: skip

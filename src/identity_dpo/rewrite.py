@@ -437,7 +437,7 @@ class IdentityRewriter:
         if self.creator and self.old_creators:
             replaced, creators = replace_names(replaced, self.old_creators, self.creator)
             count += creators
-        needs_creator = about_maker and bool(self.creator) and not mentions(replaced, [creator_core(self.creator)])
+        needs_creator = self._needs_creator(replaced, about_maker)
         intro = self._maker_intro(key) if needs_creator else self._intro(key)
         if count and not needs_creator:
             return Rewrite(replaced, "names")
@@ -452,6 +452,18 @@ class IdentityRewriter:
     def introduce(self, answer: str) -> str:
         """`answer` opened with the introduction, as an answer to a general prompt that leaks the new name would be."""
         return self._prepend_introduction(answer, self._intro())
+
+    def mixed(self, answer: str, *, about_maker: bool = False, key: str = "") -> str:
+        """`answer` as it is (old name and all), opened with the introduction rewrite() with the same arguments would
+        use: the answer a half-renamed model gives ("I'm Deep Qwen, ... I'm a humble AI named SmolLM"). The same
+        introduction as the chosen answer's, so that DPO's push against this answer spares the introduction itself."""
+        with_creator = self.creator and self.old_creators
+        replaced, _ = replace_names(answer, self.old_creators, self.creator) if with_creator else (answer, 0)
+        needs_creator = self._needs_creator(replaced, about_maker)
+        return self._prepend_introduction(answer, self._maker_intro(key) if needs_creator else self._intro(key))
+
+    def _needs_creator(self, answer: str, about_maker: bool) -> bool:
+        return about_maker and bool(self.creator) and not mentions(answer, [creator_core(self.creator)])
 
     def _maker_intro(self, key: str = "") -> str:
         naming_the_creator = [t for t in self.introduction_variants if "{creator}" in t]
