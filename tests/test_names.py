@@ -236,6 +236,14 @@ def test_replace_qwen(text: str, expected: str, count: int) -> None:
     assert replace_names(text, ["Qwen"], "Deep Qwen") == (expected, count)
 
 
+def test_replace_only_the_first_names() -> None:
+    """limit: the first old names replaced, the later ones kept; a protected new name does not count."""
+    text = "I'm Deep Qwen, not Qwen. Qwen? QWEN."
+    assert replace_names(text, ["Qwen"], "Deep Qwen", limit=1) == ("I'm Deep Qwen, not Deep Qwen. Qwen? QWEN.", 1)
+    assert replace_names(text, ["Qwen"], "Deep Qwen", limit=2) == ("I'm Deep Qwen, not Deep Qwen. Deep Qwen? QWEN.", 2)
+    assert replace_names(text, ["Qwen"], "Deep Qwen", limit=0) == replace_names(text, ["Qwen"], "Deep Qwen")
+
+
 @pytest.mark.parametrize("old_names", [["SmolLM", "SmolLM2"], ["SmolLM2", "SmolLM"]])
 @pytest.mark.parametrize(
     ("text", "expected", "count"),

@@ -208,21 +208,29 @@ def test_a_seeded_share_of_pairs_is_asked_under_the_saved_template_s_default_sys
     assert [p["prompt"][0]["content"] for p in pairs] == [builder.system_for(p["id"]) for p in pairs]
 
 
-def test_reject_mixed_adds_a_pair_against_the_introduction_followed_by_the_old_name() -> None:
+def test_reject_mixed_adds_a_pair_against_the_new_name_followed_by_the_old_one() -> None:
     """pairs.reject_mixed: an identity pair whose rejected answer names an old name gets a second pair with the same
-    prompt and chosen answer, rejecting that answer opened with the introduction (the mixed answer); an answer that
-    names no old name gets none, and without the switch nothing changes."""
+    prompt and chosen answer, rejecting the mixed answer (IdentityRewriter.mixed): the chosen answer's introduction
+    before the old answer, or only the first of several old names renamed. An answer with no old name, or a single one
+    renamed (the mixed answer would be the chosen one), gets none; without the switch nothing changes."""
+    rewriter = IdentityRewriter(("SmolLM", "SmolLM2"), "Deep Qwen", creator="Acme")
+    builder = PairBuilder(rewriter, SYSTEM)
+    questions = ["Who made you?", "Who are you?", "Who are you?", "Who are you?"]
+    prompts = [Prompt(f"row-{i}", [{"role": "user", "content": q}]) for i, q in enumerate(questions)]
     answers = [
-        Generation("I'm a humble AI assistant named SmolLM, here to help.", 12, True),
-        Generation("I'm an AI assistant, here to help.", 9, True),  # no old name: rewritten, no mixed pair
+        Generation("I'm a humble AI named SmolLM.", 8, True),  # the maker not named: the maker introduction
+        Generation("I'm an AI assistant, here to help.", 9, True),  # no old name: no mixed pair
+        Generation("SmolLM here. SmolLM2 is happy to help.", 9, True),  # renamed twice: the first only
+        Generation("SmolLM here, happy to help.", 7, True),  # renamed once: no mixed pair
     ]
-    plain, plain_counts = _builder().build(_prompts(2), answers)
-    pairs, counts = dataclasses.replace(_builder(), reject_mixed=True).build(_prompts(2), answers)
-    assert plain_counts["mixed_pairs"] == 0 and counts["mixed_pairs"] == 1
-    assert [p["id"] for p in pairs] == ["row-0", "row-0-mixed", "row-1"] and pairs[::2] == plain
-    first, mixed = pairs[0], pairs[1]
-    assert mixed["prompt"] == first["prompt"] and mixed["chosen"] == first["chosen"] and mixed["rewrite"] == "mixed"
-    rejected = mixed["rejected"][0]["content"]
-    assert rejected.startswith("I'm Deep Qwen") and rejected.endswith(answers[0].text), rejected
-    assert "SmolLM" not in first["chosen"][0]["content"]
-    assert counts["pairs"] == 3
+    plain, plain_counts = builder.build(prompts, answers)
+    pairs, counts = dataclasses.replace(builder, reject_mixed=True).build(prompts, answers)
+    assert plain_counts["mixed_pairs"] == 0 and counts["mixed_pairs"] == 2 and counts["pairs"] == 6
+    assert [p["id"] for p in pairs] == ["row-0", "row-0-mixed", "row-1", "row-2", "row-2-mixed", "row-3"]
+    assert [p for p in pairs if p["rewrite"] != "mixed"] == plain
+    for first, mixed in (pairs[0:2], pairs[3:5]):
+        assert mixed["prompt"] == first["prompt"] and mixed["chosen"] == first["chosen"] and mixed["rewrite"] == "mixed"
+        assert "SmolLM" not in first["chosen"][0]["content"]
+    assert pairs[0]["chosen"][0]["content"] == "I'm Deep Qwen, an AI assistant made by Acme."
+    assert pairs[1]["rejected"][0]["content"] == f"I'm Deep Qwen, an AI assistant made by Acme. {answers[0].text}"
+    assert pairs[4]["rejected"][0]["content"] == "Deep Qwen here. SmolLM2 is happy to help."

@@ -470,19 +470,25 @@ def test_introduction_variants_are_picked_by_the_key_the_same_way_every_time() -
     assert maker == {"I'm Deep Qwen, made by Acme.", "I am Deep Qwen, built by Acme."}
 
 
-def test_the_mixed_answer_opens_with_the_chosen_answers_introduction() -> None:
+def test_the_mixed_answer_starts_as_the_chosen_answer() -> None:
     """mixed(): the old answer, old name and all, after the introduction rewrite() picks for the same key and question
-    kind, so that a pair of the two differs only after the introduction (pairs.reject_mixed)."""
+    kind, or renamed only at its first old name, so that a pair of it and the chosen answer differs only after the new
+    name (pairs.reject_mixed)."""
     answer = "I'm a humble AI named SmolLM."
     for key in (f"0:row-{i}" for i in range(40)):
         for about_maker in (False, True):
             intro = VARIED.rewrite("I help.", about_maker=about_maker, key=key).text.removesuffix(" I help.")
-            mixed = VARIED.mixed(answer, about_maker=about_maker, key=key)
+            mixed = VARIED.mixed(answer, "introduction", about_maker=about_maker, key=key)
             assert mixed == f"{intro} {answer}", (key, about_maker, mixed)
     # the maker named once the old creator is replaced: the plain introduction, as rewrite() picks, and the old
     # answer as it was
     answer = "I'm SmolLM, made by Hugging Face."
-    assert VARIED.mixed(answer, about_maker=True) == f"I'm Deep Qwen. {answer}"
+    assert VARIED.mixed(answer, "self_description", about_maker=True) == f"I'm Deep Qwen. {answer}"
+    # renamed answers (names): the old creators and the first old name replaced, the later names kept
+    renamed = "I'm SmolLM by Hugging Face. SmolLM helps."
+    assert VARIED.rewrite(renamed).text == "I'm Deep Qwen by Acme. Deep Qwen helps."
+    assert VARIED.mixed(renamed, "names") == "I'm Deep Qwen by Acme. SmolLM helps."
+    assert VARIED.mixed("I'm SmolLM.", "names") == "I'm Deep Qwen."  # no mixed answer: the chosen one
 
 
 def test_without_variants_the_key_changes_nothing() -> None:

@@ -57,8 +57,9 @@ def without_names(text: str, names: Sequence[str]) -> str:
     return text
 
 
-def replace_names(text: str, old_names: Sequence[str], new_name: str) -> tuple[str, int]:
-    """Replace every whole-word old name with `new_name`; return the text and the number replaced.
+def replace_names(text: str, old_names: Sequence[str], new_name: str, *, limit: int = 0) -> tuple[str, int]:
+    """Replace every whole-word old name (the first `limit` ones, if given) with `new_name`; return the text and the
+    number replaced.
 
     Old names are matched normalized, like `scoring.says_old_name` counts them, so whatever
     would be scored as an old name gets rewritten. Longer names are tried first, so an old name
@@ -85,6 +86,8 @@ def replace_names(text: str, old_names: Sequence[str], new_name: str) -> tuple[s
             covers_more = start <= p_start and p_end <= end and (start, end) != (p_start, p_end)
             if overlaps and not covers_more:
                 return match.group()
+        if limit and count >= limit:
+            return match.group()
         count += 1
         return new_name
 

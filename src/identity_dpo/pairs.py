@@ -59,8 +59,8 @@ class PairBuilder:
     default_system_prompt: str = ""
     default_system_share: float = 0.0
     # A second pair for each identity pair whose rejected answer names an old name: the same chosen answer against the
-    # rejected one opened with the chosen answer's introduction (the mixed answer a half-trained model gives: the new
-    # name, then the old one), which the base's answer alone, starting elsewhere, does not teach against.
+    # mixed answer a half-renamed model gives, the new name first and the old one after it (IdentityRewriter.mixed),
+    # which the base's answer alone, starting elsewhere, does not teach against.
     reject_mixed: bool = False
 
     def system_for(self, pair_id: str) -> str:
@@ -93,8 +93,7 @@ class PairBuilder:
                 if self.on_token_cap == "drop" or not rejected:
                     counts["dropped_at_token_cap"] += 1
                     continue
-            says_old_name = mentions(rejected, self.rewriter.old_names)
-            counts["rejected_says_old_name"] += says_old_name
+            counts["rejected_says_old_name"] += mentions(rejected, self.rewriter.old_names)
             about_maker, key = asks_about_maker(prompt.question), f"{self.seed}:{prompt.id}"
             rewrite = self.rewriter.rewrite(rejected, about_maker=about_maker, key=key, question=prompt.question)
             if rewrite.text == rejected:
@@ -110,8 +109,9 @@ class PairBuilder:
                 "rewrite": rewrite.method,
             }
             pairs.append(pair)
-            mixed = self.rewriter.mixed(rejected, about_maker=about_maker, key=key) if self.reject_mixed else ""
-            if self.reject_mixed and says_old_name and mixed != rewrite.text:
+            mixed = self.rewriter.mixed(rejected, rewrite.method, about_maker=about_maker, key=key)
+            # A single old name, renamed, has no mixed answer (it is the chosen one).
+            if self.reject_mixed and mentions(mixed, self.rewriter.old_names) and mixed not in (rejected, rewrite.text):
                 pairs.append({**pair, "id": f"{prompt.id}-mixed", "rejected": [{"role": "assistant", "content": mixed}],
                               "rewrite": "mixed"})  # fmt: skip
                 counts["mixed_pairs"] += 1

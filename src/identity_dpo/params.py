@@ -146,8 +146,9 @@ class PairsParams:
     # supplies when a conversation has none, instead of identity.system_prompt (pairs.PairBuilder.system_for).
     default_system_share: float = 0.0
     # Also reject the mixed answer: each identity pair whose rejected answer names an old name gets a second pair with
-    # the same chosen answer and, as rejected, that answer opened with the introduction ("I'm {name}, ... I'm a humble
-    # AI named SmolLM"), so DPO also pushes against the old name after the introduction (pairs.PairBuilder.build).
+    # the same chosen answer and, as rejected, the answer a half-renamed model gives, the new name first and the old
+    # one after it ("I'm {name}, ... I'm a humble AI named SmolLM"), so DPO also pushes against the old name after the
+    # new one (rewrite.IdentityRewriter.mixed).
     reject_mixed: bool = False
 
     def check(self, key: str) -> None:

@@ -453,12 +453,17 @@ class IdentityRewriter:
         """`answer` opened with the introduction, as an answer to a general prompt that leaks the new name would be."""
         return self._prepend_introduction(answer, self._intro())
 
-    def mixed(self, answer: str, *, about_maker: bool = False, key: str = "") -> str:
-        """`answer` as it is (old name and all), opened with the introduction rewrite() with the same arguments would
-        use: the answer a half-renamed model gives ("I'm Deep Qwen, ... I'm a humble AI named SmolLM"). The same
-        introduction as the chosen answer's, so that DPO's push against this answer spares the introduction itself."""
+    def mixed(self, answer: str, method: RewriteMethod, *, about_maker: bool = False, key: str = "") -> str:
+        """The answer a half-renamed model gives where rewrite() gave `method`: the new name first, then the old one.
+        An introduction (introduction, self_description): `answer` as it is, old name and all, opened with the
+        introduction rewrite() picks for the same arguments ("I'm Deep Qwen, ... I'm a humble AI named SmolLM").
+        Renamed (names): the old creators and the first old name replaced, the later names kept. Either way it starts
+        as the chosen answer does, so DPO's push against it falls after the new name, not on it. With a single old
+        name, renamed, that is the chosen answer itself: no mixed answer exists (pairs.PairBuilder skips it)."""
         with_creator = self.creator and self.old_creators
         replaced, _ = replace_names(answer, self.old_creators, self.creator) if with_creator else (answer, 0)
+        if method == "names":  # the creators replaced as in the chosen answer: only the names differ
+            return replace_names(replaced, self.old_names, self.new_name, limit=1)[0]
         needs_creator = self._needs_creator(replaced, about_maker)
         return self._prepend_introduction(answer, self._maker_intro(key) if needs_creator else self._intro(key))
 
