@@ -2,12 +2,12 @@
 
 Slow (a cold run of the whole default pipeline on 2 CPU cores); `.ci/run` runs it. `-m "not slow"` skips it.
 The bars of the issue "Identity without collateral damage" that the default meets on every seed with room to spare
-(docs/general-ability.md) are asserted as they are: the creator on 90% of the maker questions, the benchmark within
-2 points and not significant, KL <= 0.05. Those it meets on every seed at the edge (95% new name under the base's
-default system prompt, general answers 0.9x as long) and those it does not meet yet (98% new name, leak <= 1%, the old
-name <= 1%: once in 66 answers on seeds 1 and 2, and on seed 42 where train's bf16 runs on AMX) are asserted a little
-below the measured runs in docs/general-ability.md (one question of 66 may flip with another CPU's float rounding), so
-a regression shows.
+(docs/reject-mixed.md) are asserted as they are: the creator on 90% of the maker questions, the benchmark within
+2 points and not significant, general and benchmark answers 0.9x as long, KL <= 0.05. Those it meets on every seed at
+the edge (95% new name under the base's default system prompt; the old name <= 1%, met on every seed on one AMX host,
+where one answer of the question set is 1.5%) and those it does not meet yet (98% new name, leak <= 1%) are asserted a
+little below the measured runs (one question may flip with another CPU's float rounding: train's bf16 runs on AMX or
+AVX512-BF16, differently rounded), so a regression shows.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def test_default_pipeline_gives_the_new_identity_and_keeps_general_ability(tmp_p
     assert generative["difference"] >= -0.02, generative
     assert generative["mcnemar_p"] >= 0.05 or generative["difference"] > 0, generative
     general = metrics["general"]
-    assert general["answer_length_ratio"] >= 0.87, general  # the bar: 0.9
-    assert metrics["benchmark"]["answer_length_ratio"] >= 0.85, metrics["benchmark"]  # the bar (0.9) is not met yet
-    assert general["name_leak_rate"] <= 0.035, general  # the bar: 0.01
+    assert general["answer_length_ratio"] >= 0.9, general
+    assert metrics["benchmark"]["answer_length_ratio"] >= 0.9, metrics["benchmark"]
+    assert general["name_leak_rate"] <= 0.045, general  # the bar: 0.01
     assert general["mean_token_kl"] <= 0.05, general
