@@ -109,9 +109,11 @@ class PairBuilder:
                 "rewrite": rewrite.method,
             }
             pairs.append(pair)
+            if not self.reject_mixed:
+                continue
             mixed = self.rewriter.mixed(rejected, rewrite.method, about_maker=about_maker, key=key)
             # A single old name, renamed, has no mixed answer (it is the chosen one).
-            if self.reject_mixed and mentions(mixed, self.rewriter.old_names) and mixed not in (rejected, rewrite.text):
+            if mentions(mixed, self.rewriter.old_names) and mixed not in (rejected, rewrite.text):
                 pairs.append({**pair, "id": f"{prompt.id}-mixed", "rejected": [{"role": "assistant", "content": mixed}],
                               "rewrite": "mixed"})  # fmt: skip
                 counts["mixed_pairs"] += 1

@@ -434,9 +434,8 @@ class IdentityRewriter:
         if not answer.strip():
             return Rewrite(answer, "unchanged")  # a failed generation; nothing to learn from
         replaced, count = replace_names(answer, self.old_names, self.new_name)
-        if self.creator and self.old_creators:
-            replaced, creators = replace_names(replaced, self.old_creators, self.creator)
-            count += creators
+        replaced, creators = self._with_creator(replaced)
+        count += creators
         needs_creator = self._needs_creator(replaced, about_maker)
         intro = self._maker_intro(key) if needs_creator else self._intro(key)
         if count and not needs_creator:
@@ -460,12 +459,17 @@ class IdentityRewriter:
         Renamed (names): the old creators and the first old name replaced, the later names kept. Either way it starts
         as the chosen answer does, so DPO's push against it falls after the new name, not on it. With a single old
         name, renamed, that is the chosen answer itself: no mixed answer exists (pairs.PairBuilder skips it)."""
-        with_creator = self.creator and self.old_creators
-        replaced, _ = replace_names(answer, self.old_creators, self.creator) if with_creator else (answer, 0)
+        replaced, _ = self._with_creator(answer)
         if method == "names":  # the creators replaced as in the chosen answer: only the names differ
             return replace_names(replaced, self.old_names, self.new_name, limit=1)[0]
         needs_creator = self._needs_creator(replaced, about_maker)
         return self._prepend_introduction(answer, self._maker_intro(key) if needs_creator else self._intro(key))
+
+    def _with_creator(self, text: str) -> tuple[str, int]:
+        """`text` with the old creators replaced by the creator, and how many were (none without a creator)."""
+        if not (self.creator and self.old_creators):
+            return text, 0
+        return replace_names(text, self.old_creators, self.creator)
 
     def _needs_creator(self, answer: str, about_maker: bool) -> bool:
         return about_maker and bool(self.creator) and not mentions(answer, [creator_core(self.creator)])
