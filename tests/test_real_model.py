@@ -2,12 +2,12 @@
 
 Slow (a cold run of the whole default pipeline on 2 CPU cores); `.ci/run` runs it. `-m "not slow"` skips it.
 The bars of the issue "Identity without collateral damage" that the default meets on every seed with room to spare
-(docs/reject-mixed.md) are asserted as they are: the creator on 90% of the maker questions, the benchmark within
-2 points and not significant, general and benchmark answers 0.9x as long, KL <= 0.05. Those it meets on every seed at
-the edge (95% new name under the base's default system prompt; the old name <= 1%, met on every seed on one AMX host,
-where one answer of the question set is 1.5%) and those it does not meet yet (98% new name, leak <= 1%) are asserted a
-little below the measured runs (one question may flip with another CPU's float rounding: train's bf16 runs on AMX or
-AVX512-BF16, differently rounded), so a regression shows.
+(docs/reject-mixed-seeds.md) are asserted as they are: the creator on 90% of the maker questions, 95% new name under
+the base's default system prompt, the benchmark within 2 points and not significant, general and benchmark answers 0.9x
+as long, KL <= 0.05. The one it meets on every seed at the edge on one AMX host (98% new name, where one answer of
+the question set is 1.5%) and those it does not meet yet (the old name <= 1%: said once on two seeds; leak <= 1%) are
+asserted a little below the measured runs (a question or two may flip with another CPU's float rounding: train's bf16
+runs on AMX or AVX512-BF16, differently rounded), so a regression shows.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ def test_default_pipeline_gives_the_new_identity_and_keeps_general_ability(tmp_p
     base, trained = metrics["identity"]["base"], metrics["identity"]["trained"]
     assert base["neutral"]["new_name_rate"] == 0.0
     # Identity: the new name, also under the base model's own default system message, and the old one at most once.
-    assert trained["neutral"]["new_name_rate"] >= 0.93, trained["neutral"]
-    assert trained["base_default"]["new_name_rate"] >= 0.93, trained["base_default"]  # the bar: 0.95
+    assert trained["neutral"]["new_name_rate"] >= 0.95, trained["neutral"]  # the bar: 0.98
+    assert trained["base_default"]["new_name_rate"] >= 0.95, trained["base_default"]
     questions_file = yaml.safe_load((project / "params.yaml").read_text())["evaluate"]["identity_questions"]
     questions = (project / questions_file).read_text(encoding="utf-8").splitlines()
     one_answer = 1 / len([line for line in questions if line.strip()])
