@@ -26,6 +26,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+from identity_dpo.atomic import jsonl_rows  # noqa: E402
 from identity_dpo.names import mentions  # noqa: E402  (scored as the evaluate stage scores them)
 
 ANSWERS = "reports/eval_answers.jsonl"  # every answer of a run, written by the evaluate stage (git-tracked)
@@ -230,7 +231,7 @@ def answers(row: dict[str, Any]) -> list[dict[str, Any]] | None:
     else:
         shown = subprocess.run(["git", "show", f"{row['rev']}:{ANSWERS}"], cwd=ROOT, capture_output=True, text=True)
         text = shown.stdout if shown.returncode == 0 else None
-    return [json.loads(line) for line in text.splitlines() if line.strip()] if text else None
+    return jsonl_rows(text) if text else None
 
 
 def misses(rows: list[dict[str, Any]]) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from identity_dpo import cpu_kernels
 from identity_dpo.answers import ModelAnswers, answer_all, read_evalset
-from identity_dpo.atomic import atomic_outputs
+from identity_dpo.atomic import atomic_outputs, read_jsonl
 from identity_dpo.errors import DataError
 from identity_dpo.evaluation import (
     answer_records,
@@ -62,7 +62,7 @@ def main(params: Params) -> None:
                        who="Trained model", precision=precision)  # fmt: skip
     chosen_tokens = [
         len(tokenizer(pair["chosen"][-1]["content"], add_special_tokens=False)["input_ids"])
-        for pair in map(json.loads, PAIRS.read_text(encoding="utf-8").splitlines())
+        for pair in read_jsonl(PAIRS)
         if pair.get("rewrite") not in ("rehearsal", "mixed")  # each chosen identity answer once
     ]
     metrics = {

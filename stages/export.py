@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 from identity_dpo.answers import EvalSet, general_conversations, read_evalset
-from identity_dpo.atomic import atomic_outputs
+from identity_dpo.atomic import atomic_outputs, read_jsonl
 from identity_dpo.benchmark import benchmark_conversations, generative_correct
 from identity_dpo.chat_template import identity_system_prompt
 from identity_dpo.errors import DataError
@@ -146,7 +146,7 @@ def transformers_answers(evalset: EvalSet) -> tuple[list[str], list[str]]:
     """The transformers trained model's general and benchmark answers, in evalset order, from the evaluate stage."""
     rerun = "run the evaluate stage again"
     try:
-        rows = [json.loads(line) for line in EVAL_ANSWERS.read_text(encoding="utf-8").splitlines() if line.strip()]
+        rows = read_jsonl(EVAL_ANSWERS)
         general = [(r["prompt"], r["trained"]) for r in rows if r["kind"] == "general"]
         bench = [(r["id"], r["trained"]) for r in rows if r["kind"] == "benchmark"]
     except FileNotFoundError:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from identity_dpo.atomic import read_jsonl
 from pipeline_copy import make_copy, run
 from tiny_model import tiny_pipeline_params
 
@@ -73,4 +74,4 @@ def test_rank_zero_saved_a_model_that_loads(two_process_run: tuple[Path, str], t
 
 
 def _pair_count(project: Path) -> int:
-    return len((project / "data/pairs/pairs.jsonl").read_text().splitlines())
+    return len(read_jsonl(project / "data/pairs/pairs.jsonl"))

@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from conftest import ROOT
+from identity_dpo.atomic import read_jsonl
 from identity_dpo.chat_template import identity_system_prompt, old_name_mentions, rename_model_folder
 from identity_dpo.params import params_from_dict
 from llama_cpp_support import needs_export, require_export
@@ -105,7 +106,7 @@ def test_llama_cpp_answers_like_transformers(project: Path) -> None:
     from identity_dpo.generation import generate
     from identity_dpo.models import load_model
 
-    rows = [json.loads(line) for line in (project / "reports/export_answers.jsonl").read_text().splitlines()]
+    rows = read_jsonl(project / "reports/export_answers.jsonl")
     assert len(rows) == 3 * (QUESTIONS + GENERAL + BENCHMARK)
     f16 = [r["answer"] for r in rows if r["file"] == "model-f16.gguf" and r["kind"] == "identity"]
     model, tokenizer = load_model(project / "models/trained")
@@ -138,7 +139,7 @@ def test_export_measures_general_ability_in_llama_cpp(project: Path) -> None:
     metrics = json.loads((project / "metrics/export.json").read_text())
     assert (metrics["general_prompts"], metrics["benchmark_questions"]) == (GENERAL, BENCHMARK)
     assert metrics["transformers"]["benchmark_generative"] == 0.25 and metrics["transformers"]["name_leak_rate"] == 0.0
-    rows = [json.loads(line) for line in (project / "reports/export_answers.jsonl").read_text().splitlines()]
+    rows = read_jsonl(project / "reports/export_answers.jsonl")
     tokenizer = AutoTokenizer.from_pretrained(project / "models/trained")
     items = read_benchmark(project / "data/eval/general_benchmark.jsonl")
 

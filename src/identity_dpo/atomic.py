@@ -273,3 +273,15 @@ def write_jsonl(path: str | Path, rows: Iterable[Any]) -> None:
     with atomic_file(path) as handle:
         for row in rows:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def jsonl_rows(text: str) -> list[Any]:
+    """The rows of JSON Lines text as write_jsonl writes it: one JSON value per line, blank lines skipped.
+    Lines end at "\n" only, not where str.splitlines() ends them: it also splits at U+2028, U+0085, form feeds and
+    other characters that json.dumps(ensure_ascii=False) leaves raw inside strings, which a sampled answer can hold."""
+    return [json.loads(line) for line in text.split("\n") if line.strip()]
+
+
+def read_jsonl(path: str | Path) -> list[Any]:
+    """The rows write_jsonl wrote to `path` (jsonl_rows)."""
+    return jsonl_rows(Path(path).read_text(encoding="utf-8"))
