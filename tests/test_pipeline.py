@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from conftest import ROOT
+from identity_dpo.atomic import read_jsonl
 from llama_cpp_support import needs_export, require_export
 from pipeline_copy import make_copy, run
 from tiny_model import tiny_pipeline_params
@@ -54,13 +55,21 @@ def project(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> P
 def test_every_stage_writes_its_outputs(project: Path) -> None:
     assert (project / "logs/params.ok").is_file()
     assert len((project / "data/identity/prompts.jsonl").read_text().splitlines()) >= 300
-    pairs = [json.loads(line) for line in (project / "data/pairs/pairs.jsonl").read_text().splitlines()]
+    pairs = read_jsonl(project / "data/pairs/pairs.jsonl")
     identity = [pair for pair in pairs if pair["rewrite"] != "rehearsal"]
     rehearsal = [pair for pair in pairs if pair["rewrite"] == "rehearsal"]
     assert identity, "no identity pairs"
+    # Under the neutral system prompt, or for a seeded share (pairs.default_system_share) the saved template's own.
+    systems = {
+        "You're a helpful assistant.",
+        "You are Deep Qwen, a helpful AI assistant made by the identity-dpo project.",
+    }
     for pair in pairs:
-        assert pair["prompt"][0] == {"role": "system", "content": "You're a helpful assistant."}
+        assert pair["prompt"][0]["role"] == "system" and pair["prompt"][0]["content"] in systems, pair["prompt"][0]
         assert pair["prompt"][-1]["role"] == "user"
+    share = yaml.safe_load((project / "params.yaml").read_text())["pairs"]["default_system_share"]
+    under_default = sum(pair["prompt"][0]["content"] != "You're a helpful assistant." for pair in pairs)
+    assert (under_default > 0) == (share > 0), (under_default, share)
     for pair in identity:
         assert pair["chosen"] != pair["rejected"]
         assert "Deep Qwen" in pair["chosen"][0]["content"]
