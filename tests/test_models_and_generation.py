@@ -139,9 +139,14 @@ def test_batched_generation_matches_one_at_a_time(tiny_model_dir: Path) -> None:
 
 
 @pytest.mark.cpu_kernels
-@pytest.mark.parametrize("prefill_tokens", [2048, 80])  # 80: the prompts are read in several groups, then merged
+@pytest.mark.parametrize(
+    ("prefill_tokens", "argmax_block"),
+    # 80: the prompts are read in several groups, then merged; an argmax block of 8 (with no few-rows shortcut)
+    # takes the tiny vocabulary through first_argmax's two passes, which the real one takes
+    [(2048, decoding.ARGMAX_BLOCK), (80, decoding.ARGMAX_BLOCK), (2048, 8)],
+)
 def test_decoding_loop_gives_the_tokens_of_transformers_generate(
-    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch, prefill_tokens: int
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch, prefill_tokens: int, argmax_block: int
 ) -> None:
     """Our loop prefills in groups and drops finished rows mid-batch; each answer must still be exactly what
     `generate` gives for that prompt alone."""
@@ -149,6 +154,9 @@ def test_decoding_loop_gives_the_tokens_of_transformers_generate(
     from transformers import GenerationConfig
 
     monkeypatch.setattr(decoding, "PREFILL_TOKENS", prefill_tokens)
+    monkeypatch.setattr(decoding, "ARGMAX_BLOCK", argmax_block)
+    if argmax_block != decoding.ARGMAX_BLOCK:
+        monkeypatch.setattr(decoding, "ARGMAX_FEW_ROWS", 1)
     model, tokenizer = load_model(tiny_model_dir)
     questions = ["Who are you?", "What is your name, please, if you do not mind me asking?", "Hi", "2+2?", "Why?"]
     prompts = [render_prompt(tokenizer, with_system([{"role": "user", "content": q}], None)) for q in questions]
@@ -188,6 +196,33 @@ def test_generate_gives_the_same_answers_with_and_without_the_cpu_kernels(
     }  # fmt: skip
     assert answers["none"] == answers["auto"]
     assert {a.finished for a in answers["auto"]} == {True, False} and len({a.new_tokens for a in answers["auto"]}) > 1
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("vocabulary", [49152, 49152 + 37, 1100, 1024, 600, 5])  # whole blocks, a tail, < 2 blocks
+@pytest.mark.parametrize("rows", [1, 3, 31, 32, 64, 132])  # around ARGMAX_FEW_ROWS
+def test_first_argmax_is_torchs_argmax(dtype: str, vocabulary: int, rows: int) -> None:
+    """The two-pass argmax gives torch.argmax's index exactly: the first of tied largest values (also across
+    blocks and in the tail), the first NaN when there is one, 0 when every value is -inf; in both layouts."""
+    import torch
+
+    from identity_dpo.cpu_kernels.decoding import first_argmax
+
+    generator = torch.Generator().manual_seed(vocabulary * 1000 + rows)
+    kind = getattr(torch, dtype)
+    values = torch.randn(vocabulary, rows, generator=generator).to(kind)
+    ties = torch.randint(0, 3, (vocabulary, rows), generator=generator).to(kind)  # the largest value many times
+    nans = values.clone()
+    nans[vocabulary // 3] = float("nan")
+    nans[vocabulary - 1, 0] = float("nan")
+    minus_inf = torch.full((vocabulary, rows), float("-inf"), dtype=kind)
+    late_tie = torch.zeros(vocabulary, rows, dtype=kind)
+    late_tie[vocabulary - 1] = late_tie[max(vocabulary - 2, 0)] = 1  # the tail's entries, or the last block's
+    for scores in (values, ties, nans, minus_inf, late_tie):
+        assert torch.equal(first_argmax(scores, 0), scores.argmax(0))
+        rows_last = scores.T.contiguous()
+        assert torch.equal(first_argmax(rows_last, 1), rows_last.argmax(1))
+        assert torch.equal(first_argmax(scores.T, 1), scores.T.argmax(1))  # a strided view
 
 
 def test_finished_rows_are_filled_by_rows_from_the_end_of_the_batch() -> None:

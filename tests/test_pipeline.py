@@ -17,6 +17,8 @@ import yaml
 
 from conftest import ROOT
 from identity_dpo.atomic import read_jsonl
+from identity_dpo.chat_template import identity_system_prompt
+from identity_dpo.params import load_params
 from llama_cpp_support import needs_export, require_export
 from pipeline_copy import make_copy, run
 from tiny_model import tiny_pipeline_params
@@ -60,15 +62,15 @@ def test_every_stage_writes_its_outputs(project: Path) -> None:
     rehearsal = [pair for pair in pairs if pair["rewrite"] == "rehearsal"]
     assert identity, "no identity pairs"
     # Under the neutral system prompt, or for a seeded share (pairs.default_system_share) the saved template's own.
-    systems = {
-        "You're a helpful assistant.",
-        "You are Deep Qwen, a helpful AI assistant made by the identity-dpo project.",
-    }
+    params = load_params(project / "params.yaml")
+    neutral = params.identity.system_prompt
+    systems = {neutral, identity_system_prompt(params.identity)}
+    assert len(systems) == 2, systems
     for pair in pairs:
         assert pair["prompt"][0]["role"] == "system" and pair["prompt"][0]["content"] in systems, pair["prompt"][0]
         assert pair["prompt"][-1]["role"] == "user"
-    share = yaml.safe_load((project / "params.yaml").read_text())["pairs"]["default_system_share"]
-    under_default = sum(pair["prompt"][0]["content"] != "You're a helpful assistant." for pair in pairs)
+    share = params.pairs.default_system_share
+    under_default = sum(pair["prompt"][0]["content"] != neutral for pair in pairs)
     assert (under_default > 0) == (share > 0), (under_default, share)
     for pair in identity:
         assert pair["chosen"] != pair["rejected"]
