@@ -17,12 +17,12 @@ from identity_dpo import cpu_kernels
 from identity_dpo.atomic import atomic_outputs, write_jsonl
 from identity_dpo.chat_format import with_system
 from identity_dpo.chat_template import identity_system_prompt
-from identity_dpo.data import read_jsonl_records, read_prompts
+from identity_dpo.data import Prompt, read_jsonl_records, read_prompts
 from identity_dpo.errors import DataError
 from identity_dpo.generation import Generation, answer_precision, answering_model, check_backend, generate, sample
 from identity_dpo.models import check_token_caps, load_model
-from identity_dpo.pairs import PairBuilder, select_prompts
-from identity_dpo.params import Params
+from identity_dpo.pairs import PairBuilder, extend_answers, select_prompts
+from identity_dpo.params import EXTEND_FACTOR, Params
 from identity_dpo.rewrite import IdentityRewriter
 from identity_dpo.stage import run_stage
 
@@ -45,10 +45,11 @@ def main(params: Params) -> None:
     check_token_caps(params, BASE_MODEL)  # config.json only: before minutes of generating
     model, tokenizer = load_model(BASE_MODEL)
     model = answering_model(model, precision)  # the bf16 copy, made once for the answers and the rehearsal samples
+    conversations = [with_system(p.messages, None) for p in prompts]
     answers = generate(
-        model, tokenizer, [with_system(p.messages, None) for p in prompts],
-        max_new_tokens=params.pairs.max_new_tokens, batch_size=params.pairs.batch_size, backend=params.pairs.backend,
-        precision=precision, desc="Base model answering identity prompts",
+        model, tokenizer, conversations, max_new_tokens=params.pairs.max_new_tokens,
+        batch_size=params.pairs.batch_size, backend=params.pairs.backend, precision=precision,
+        desc="Base model answering identity prompts",
     )  # fmt: skip
     rewriter = IdentityRewriter(
         tuple(identity.old_names), identity.new_name, identity.rewrite, identity.introduction,
@@ -59,7 +60,9 @@ def main(params: Params) -> None:
         rewriter, identity.system_prompt, params.pairs.on_token_cap, params.pairs.rehearsal_contrast, params.pairs.seed,
         identity_system_prompt(identity), params.pairs.default_system_share, params.pairs.reject_mixed,
     )  # fmt: skip
+    answers, extended = extended_answers(model, tokenizer, builder, prompts, conversations, answers, params, precision)
     pairs, counts = builder.build(prompts, answers)  # no usable identity pair: the error comes before rehearsal
+    counts["extended_at_token_cap"] = extended
     general = rehearsal_answers(model, tokenizer, rehearsal, params, precision) if rehearsal else []
     pairs += builder.rehearsal(rehearsal, general, counts)
     counts["bf16_answers"] = int(precision == "bf16")  # a number, so `dvc metrics diff` shows a change of precision
@@ -70,6 +73,30 @@ def main(params: Params) -> None:
         f"make_pairs: {counts['pairs']} pairs from {counts['prompts']} prompts "
         f"({counts['rehearsal_pairs']} rehearsal pairs)"
     )
+
+
+def extended_answers(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    builder: PairBuilder,
+    prompts: list[Prompt],
+    conversations: list[list[dict[str, str]]],
+    answers: list[Generation],
+    params: Params,
+    precision: str,
+) -> tuple[list[Generation], int]:
+    """With pairs.on_token_cap: extend, the cut-off answers whose chosen answer would be one sentence asked again with
+    EXTEND_FACTOR times the cap and kept to one more sentence (pairs.extend_answers); else `answers`. Also how many
+    answers changed."""
+    again = builder.single_sentence_chosen(prompts, answers) if params.pairs.on_token_cap == "extend" else []
+    if not again:
+        return answers, 0
+    longer = generate(
+        model, tokenizer, [conversations[i] for i in again], max_new_tokens=EXTEND_FACTOR * params.pairs.max_new_tokens,
+        batch_size=params.pairs.batch_size, backend=params.pairs.backend, precision=precision,
+        desc="Base model answering cut-off answers again",
+    )  # fmt: skip
+    return extend_answers(answers, again, longer)
 
 
 def rehearsal_answers(

@@ -7,7 +7,7 @@ import pytest
 from identity_dpo.data import Prompt
 from identity_dpo.errors import DataError
 from identity_dpo.generation import Generation
-from identity_dpo.pairs import PairBuilder, select_prompts, trim_to_sentence
+from identity_dpo.pairs import PairBuilder, cut_to_sentences, extend_answers, select_prompts, trim_to_sentence
 from identity_dpo.rewrite import IdentityRewriter
 
 SYSTEM = "You're a helpful assistant."
@@ -74,6 +74,78 @@ def test_keep_and_drop_at_token_cap() -> None:
     assert kept[0]["rejected"][0]["content"] == "My name is Alex and I like"
     with pytest.raises(DataError, match="1 were cut off by pairs.max_new_tokens"):
         _builder(on_token_cap="drop").build(_prompts(1), answer)
+
+
+def test_cut_to_sentences() -> None:
+    text = "One. Two? Three! And a cut"
+    assert [cut_to_sentences(text, n) for n in range(5)] == ["", "One.", "One. Two?", "One. Two? Three!", ""]
+
+
+def test_extend_asks_again_where_the_chosen_answer_would_be_the_bare_introduction() -> None:
+    sorry = "I'm sorry, but as a chatbot designed to assist users, I don't have personal data."
+    answers = [
+        Generation(f"{sorry} I can help with your questi", 48, False),  # the bare introduction once trimmed
+        Generation(f"{sorry} I can help with questions. And then the cap cut", 48, False),  # two sentences kept
+        Generation(sorry, 20, True),  # the base's whole answer: one sentence, finished, nothing to ask again
+        Generation("Hello there, nice to see you and then the cap cut", 48, False),  # nothing left once trimmed
+        Generation("", 0, False, error="RuntimeError"),
+    ]
+    builder = _builder(on_token_cap="extend")
+    again = builder.single_sentence_chosen(_prompts(5), answers)
+    assert again == [0]
+    longer = [Generation(f"{sorry} I can help with your questions. I answer in English. And a second cu", 96, False)]
+    extended, replaced = extend_answers(answers, again, longer)
+    assert replaced == 1 and extended[1:] == answers[1:]
+    assert extended[0] == Generation(f"{sorry} I can help with your questions.", 96, False)
+    pairs, counts = builder.build(_prompts(5), extended)
+    assert pairs[0]["rejected"][0]["content"] == f"{sorry} I can help with your questions."
+    assert pairs[0]["chosen"][0]["content"] == "I'm Deep Qwen, an AI assistant. I can help with your questions."
+    assert counts["hit_token_cap"] == 3 and counts["dropped_at_token_cap"] == 1
+    # With trim the same answer is the bare introduction, which extend exists to avoid.
+    trimmed, _ = _builder(on_token_cap="trim").build(_prompts(1), answers[:1])
+    assert trimmed[0]["chosen"][0]["content"] == "I'm Deep Qwen, an AI assistant."
+    assert _builder(on_token_cap="trim").single_sentence_chosen(_prompts(5), answers) == [0]  # the same question
+
+
+def test_extend_keeps_the_answer_where_the_longer_one_has_no_further_sentence() -> None:
+    sorry = "I'm sorry, but I'm a chatbot."
+    answers = [Generation(f"{sorry} I can", 48, False)] * 3
+    longer = [
+        Generation(f"{sorry} I can help with a very long sentence that the larger cap cut off as wel", 96, False),
+        Generation("", 0, False, error="RuntimeError: out of memory"),
+        Generation(f"{sorry} I can help.", 40, True),  # the model ended it: the whole answer, finished
+    ]
+    extended, replaced = extend_answers(answers, [0, 1, 2], longer)
+    assert replaced == 1
+    assert extended[:2] == answers[:2]
+    assert extended[2] == Generation(f"{sorry} I can help.", 40, True)
+
+
+def test_the_make_pairs_stage_asks_only_those_answers_again_with_twice_the_cap(
+    default_params: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from identity_dpo.params import params_from_dict
+    from stage_harness import load_stage
+
+    make_pairs = load_stage("make_pairs")
+    cut = Generation("I'm sorry, but I'm a chatbot. I can", 48, False)
+    answers = [Generation("Hello! I am SmolLM.", 6, True), cut]
+    conversations = [p.messages for p in _prompts(2)]
+    asked: list[tuple[list, int]] = []
+
+    def generate(model: object, tokenizer: object, convs: list, *, max_new_tokens: int, **_: object) -> list:
+        asked.append((convs, max_new_tokens))
+        return [Generation("I'm sorry, but I'm a chatbot. I can help. And more", max_new_tokens, False)]
+
+    monkeypatch.setattr(make_pairs, "generate", generate)
+    for cap, extended in (("trim", answers), ("extend", [answers[0], Generation(
+            "I'm sorry, but I'm a chatbot. I can help.", 96, False)])):  # fmt: skip
+        default_params["pairs"]["on_token_cap"] = cap
+        params = params_from_dict(default_params)
+        got = make_pairs.extended_answers(None, None, _builder(on_token_cap=cap), _prompts(2), conversations,
+                                          answers, params, "fp32")  # fmt: skip
+        assert got == (extended, len(asked))
+    assert asked == [([conversations[1]], 2 * default_params["pairs"]["max_new_tokens"])]
 
 
 def test_no_usable_pairs_is_a_clear_error() -> None:

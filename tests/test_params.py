@@ -323,6 +323,13 @@ def test_token_caps_are_checked_against_the_context_length(tmp_path: Path, defau
         params = params_from_dict(_set(copy.deepcopy(default_params), key, value))
         with pytest.raises(ParamsError, match=re.escape(message)):
             check_token_caps(params, tmp_path)
+    # pairs.on_token_cap: extend answers cut-off prompts again with twice the cap, which must fit too.
+    default_params["pairs"]["on_token_cap"] = "extend"
+    check_token_caps(params_from_dict(_set(copy.deepcopy(default_params), "pairs.max_new_tokens", 255)), tmp_path)
+    params = params_from_dict(_set(copy.deepcopy(default_params), "pairs.max_new_tokens", 256))
+    with pytest.raises(ParamsError, match=re.escape("pairs.max_new_tokens: with pairs.on_token_cap: extend, 2 times "
+                                                    "it (512) must be at most 511")):  # fmt: skip
+        check_token_caps(params, tmp_path)
 
 
 def test_rehearsal_needs_a_cap_past_max_length(default_params: dict) -> None:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from identity_dpo.cpu_kernels import active
 from identity_dpo.cpu_kernels.gguf_reader import gguf_parsed_once
 from identity_dpo.errors import ParamsError, SourceError
+from identity_dpo.params import EXTEND_FACTOR
 from identity_dpo.sources import Source, check_hub_reachable, hub_unreachable, parse_source
 
 if TYPE_CHECKING:
@@ -277,6 +278,11 @@ def check_token_caps(params: Params, model_dir: Path) -> None:
                        ("evaluate.max_new_tokens", params.evaluate.max_new_tokens)):  # fmt: skip
         if value >= limit:
             raise ParamsError(f"{key}: expected at most {limit - 1} ({why}), got {value}")
+    extended = EXTEND_FACTOR * params.pairs.max_new_tokens
+    if params.pairs.on_token_cap == "extend" and extended >= limit:
+        cap = params.pairs.max_new_tokens
+        raise ParamsError(f"pairs.max_new_tokens: with pairs.on_token_cap: extend, {EXTEND_FACTOR} times it "
+                          f"({extended}) must be at most {limit - 1} ({why}), got {cap}")  # fmt: skip
     if params.train.max_length > limit:
         raise ParamsError(f"train.max_length: expected at most {limit} (the context length of {model_dir}), "
                           f"got {params.train.max_length}")  # fmt: skip

@@ -15,7 +15,7 @@ from identity_dpo.errors import DataError
 from identity_dpo.generation import Generation
 from identity_dpo.names import mentions
 from identity_dpo.params import OnTokenCap
-from identity_dpo.rewrite import IdentityRewriter, asks_about_maker
+from identity_dpo.rewrite import IdentityRewriter, asks_about_maker, sentences
 
 # The end of a sentence: terminal punctuation, optionally closing quotes/brackets, then space or the end.
 _SENTENCE_END = re.compile(r"[.!?…。！？][\"'”’)\]]*(?=\s|$)")
@@ -26,6 +26,7 @@ _COUNT_KEYS = (
     "hit_token_cap", "rejected_says_old_name",
     "rewrite_names", "rewrite_self_description", "rewrite_introduction", "other_claims_dropped",
     "rehearsal_pairs", "rehearsal_contrasted", "rehearsal_cut_off", "rehearsal_dropped", "mixed_pairs",
+    "extended_at_token_cap",
 )  # fmt: skip
 
 
@@ -44,6 +45,30 @@ def trim_to_sentence(text: str) -> str:
     """
     ends = list(_SENTENCE_END.finditer(text))
     return text[: ends[-1].end()].rstrip() if ends else ""
+
+
+def cut_to_sentences(text: str, count: int) -> str:
+    """The first `count` complete sentences of `text` ('' if it has fewer), as trim_to_sentence finds them."""
+    ends = list(_SENTENCE_END.finditer(text))
+    return text[: ends[count - 1].end()].rstrip() if count > 0 and len(ends) >= count else ""
+
+
+def extend_answers(
+    answers: Sequence[Generation], again: Sequence[int], longer: Sequence[Generation]
+) -> tuple[list[Generation], int]:
+    """`answers` with answer `again[k]` replaced by `longer[k]` (the same prompt answered with a higher cap) cut to
+    one complete sentence more than the original keeps once trimmed; and how many were replaced. An answer stays as
+    it is where the longer one failed or has no such sentence. A replaced answer counts as finished only where the
+    cut kept the whole longer answer and the model had ended it."""
+    extended = list(answers)
+    replaced = 0
+    for index, long in zip(again, longer, strict=True):
+        count = len(_SENTENCE_END.findall(trim_to_sentence(answers[index].text))) + 1
+        text = cut_to_sentences(long.text, count) if long.ok else ""
+        if text:
+            extended[index] = Generation(text, long.new_tokens, long.finished and text == long.text.rstrip())
+            replaced += 1
+    return extended, replaced
 
 
 @dataclass(frozen=True)
@@ -88,7 +113,7 @@ class PairBuilder:
             rejected = answer.text
             if not answer.finished:
                 counts["hit_token_cap"] += 1
-                if self.on_token_cap == "trim":
+                if self.on_token_cap in ("trim", "extend"):
                     rejected = trim_to_sentence(rejected)
                 if self.on_token_cap == "drop" or not rejected:
                     counts["dropped_at_token_cap"] += 1
@@ -121,6 +146,23 @@ class PairBuilder:
         if not pairs:
             raise DataError(self._no_pairs_message(counts, first_failure))
         return pairs, dict(sorted(counts.items()))
+
+    def single_sentence_chosen(self, prompts: Sequence[Prompt], answers: Sequence[Generation]) -> list[int]:
+        """Which answers pairs.on_token_cap: extend asks again with a higher cap: those cut off at the cap whose
+        trimmed text the rewrite turns into a chosen answer of one sentence. That is mostly the bare introduction:
+        the base's one complete sentence was its self-description ("I'm sorry for any confusion, but as a chatbot
+        designed to assist users, I don't have ..."), the rest was cut off, and the introduction replaced it. Trained
+        on, the bare introduction becomes the canned answer to identity questions and leaks into short general ones."""
+        found = []
+        for index, (prompt, answer) in enumerate(zip(prompts, answers, strict=True)):
+            trimmed = trim_to_sentence(answer.text) if answer.ok and not answer.finished else ""
+            if not trimmed:
+                continue
+            about_maker, key = asks_about_maker(prompt.question), f"{self.seed}:{prompt.id}"
+            chosen = self.rewriter.rewrite(trimmed, about_maker=about_maker, key=key, question=prompt.question).text
+            if chosen != trimmed and len(sentences(chosen)) == 1:
+                found.append(index)
+        return found
 
     def rehearsal(
         self, prompts: Sequence[str], answers: Sequence[Generation], counts: dict[str, Any]

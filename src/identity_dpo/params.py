@@ -24,7 +24,8 @@ from identity_dpo.errors import ParamsError
 from identity_dpo.names import name_pattern  # the validate stage lists names.py among its deps
 
 OnBadRow = Literal["skip", "fail"]
-OnTokenCap = Literal["trim", "keep", "drop"]
+OnTokenCap = Literal["trim", "extend", "keep", "drop"]
+EXTEND_FACTOR = 2  # pairs.on_token_cap: extend asks again with this many times pairs.max_new_tokens
 RewriteStrategy = Literal["names", "self_description", "introduction"]
 OtherClaims = Literal["drop", "keep"]
 LossType = Literal[
@@ -121,7 +122,10 @@ class PairsParams:
     max_new_tokens: int
     batch_size: int
     seed: int
-    on_token_cap: OnTokenCap = "trim"  # an answer cut off by max_new_tokens: trim to its last sentence, keep, drop
+    # An answer cut off by max_new_tokens: trim to its last sentence, keep, drop; or extend: trim, but an answer whose
+    # chosen answer would then be one sentence (the bare introduction) is asked again with twice the cap and kept to
+    # one more complete sentence (pairs.PairBuilder.single_sentence_chosen says why).
+    on_token_cap: OnTokenCap = "trim"
     backend: GenerationBackend = "transformers"  # which engine answers the prompts (generation.py)
     # Rehearsal: general prompts the base model answers itself; each complete answer becomes a pair whose chosen and
     # rejected text is that answer, so only the NLL (sft) term sees it and anchors general behaviour (0 = none).

@@ -85,6 +85,11 @@ def _sentences(text: str) -> list[tuple[int, int]]:
     return trimmed
 
 
+def sentences(text: str) -> list[str]:
+    """The sentences of `text`, as the rewrite splits it (titles, initials and trailing-off ellipses kept inside)."""
+    return [text[start:end] for start, end in _sentences(text)]
+
+
 # --- greetings -------------------------------------------------------------------------------
 
 _GREETING_WORDS = r"(?:hello|hi|hey|hiya|howdy|greetings|good\s+(?:morning|afternoon|evening|day))(?!\w)"
