@@ -3,6 +3,8 @@ kernel leaves behind in a training run."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
@@ -37,6 +39,8 @@ class TrainingKernels:
     norm_calls: list[int] = field(default_factory=lambda: [0])  # fused RMSNorm forward passes (fused_norm)
     enable_gqa: list[bool] = field(default_factory=list)  # each SDPA call's enable_gqa (sdpa_gqa)
     mallopt: list[tuple[int, int]] = field(default_factory=list)  # glibc mallopt calls (malloc)
+    # The frozen weights cast once for the training loop (cpu_kernels/frozen_cast.py, for fused_lora and answer_head)
+    frozen_copies: list[int] = field(default_factory=list)
 
     def ran(self, kernel: str) -> bool:
         """Whether `kernel` took effect wherever it applies in the run."""
@@ -66,7 +70,7 @@ def watch_training(monkeypatch: pytest.MonkeyPatch) -> TrainingKernels:
     import torch.nn.functional as F
 
     from identity_dpo import training
-    from identity_dpo.cpu_kernels import answer_head, fused_lora, fused_norm, malloc
+    from identity_dpo.cpu_kernels import answer_head, frozen_cast, fused_lora, fused_norm, malloc
 
     seen = TrainingKernels(head_calls=count_fused_calls(monkeypatch, answer_head._AnswerLogProbs))
     seen.lora_calls = count_fused_calls(monkeypatch, fused_lora._LoraLinearFunction)
@@ -92,6 +96,13 @@ def watch_training(monkeypatch: pytest.MonkeyPatch) -> TrainingKernels:
             seen.mallopt.append((parameter, value))
             return 1
 
+    @contextmanager
+    def copies_counted() -> Iterator[None]:
+        with frozen_cast.casts_reused():
+            yield
+            seen.frozen_copies.append(len(frozen_cast._copies or {}))
+
+    monkeypatch.setattr(training, "casts_reused", copies_counted)
     monkeypatch.setattr(answer_head, "pack_pairs", packing)
     monkeypatch.setattr(training, "training_order", ordering)
     monkeypatch.setattr(F, "scaled_dot_product_attention", attention)

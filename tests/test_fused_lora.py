@@ -190,3 +190,42 @@ def test_biased_base_linear_same_outputs_and_gradients(monkeypatch: pytest.Monke
     torch.testing.assert_close(ours_x.grad, theirs_x.grad, **TOL)
     trained = {n for n, p in ours.named_parameters() if p.requires_grad}
     assert ("base_model.model.proj.base_layer.bias" in trained) == train_base
+
+
+def test_bf16_copies_of_frozen_weights_are_cast_once_and_give_the_same_bits() -> None:
+    """Inside casts_reused (the training loop) the frozen base weights are cast to bf16 once and the copies reused:
+    the same logits and gradients, bit for bit, as casting at every forward; a weight changed in place or replaced is
+    cast again; trained weights are never copied."""
+    from identity_dpo.cpu_kernels.frozen_cast import casts_reused, frozen_cast
+
+    model = lora_model()
+    use_fused_lora(model)
+    layer = next(m for m in model.modules() if hasattr(m, "base_layer") and hasattr(m, "lora_A")).base_layer
+
+    def step() -> tuple[torch.Tensor, list[torch.Tensor]]:
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(**batch())
+        out.loss.backward()
+        return out.logits.detach(), [p.grad.clone() for p in model.parameters() if p.requires_grad]
+
+    plain_logits, plain_grads = step()
+    with casts_reused():
+        for _ in range(2):
+            logits, grads = step()
+            assert torch.equal(logits, plain_logits)
+            assert all(torch.equal(a, b) for a, b in zip(grads, plain_grads, strict=True))
+        copy_of_weight = frozen_cast(layer.weight, torch.bfloat16)
+        assert frozen_cast(layer.weight, torch.bfloat16) is copy_of_weight  # made once, then reused
+        assert torch.equal(copy_of_weight, layer.weight.bfloat16())
+        with torch.no_grad():
+            layer.weight.mul_(2)  # in place: a new version
+        assert torch.equal(frozen_cast(layer.weight, torch.bfloat16), layer.weight.bfloat16())
+        layer.weight = nn.Parameter(torch.randn_like(layer.weight), requires_grad=False)
+        assert torch.equal(frozen_cast(layer.weight, torch.bfloat16), layer.weight.bfloat16())
+        trained = torch.randn(3, 4, requires_grad=True)
+        assert frozen_cast(trained, torch.bfloat16) is trained
+        fp32 = torch.randn(3, 4)
+        assert frozen_cast(fp32, torch.float32) is fp32
+    outside = frozen_cast(layer.weight, torch.bfloat16)  # outside the context: a fresh cast every time
+    assert outside is not frozen_cast(layer.weight, torch.bfloat16) and torch.equal(outside, layer.weight.bfloat16())

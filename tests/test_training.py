@@ -297,6 +297,8 @@ def test_bf16_on_a_cpu_trains_with_the_kernels_as_with_the_plain_library_path(
 ) -> None:
     """train.precision bf16 on a CPU: transformers' autocast with fp32 master weights; every training kernel runs
     under it, with the plain path's losses up to bf16 rounding, and the metrics say which precision ran."""
+    from safetensors.torch import load_file
+
     runs = runs_with_and_without_kernels(
         tiny_model_dir, tmp_path, precision="bf16", lora={"enabled": True, "rank": 4, "alpha": 8}
     )
@@ -305,6 +307,9 @@ def test_bf16_on_a_cpu_trains_with_the_kernels_as_with_the_plain_library_path(
     assert not any(plain.kernels.touched(kernel) for kernel in TRAINING_KERNELS)
     assert len(fast.losses) == len(plain.losses) > 1
     assert fast.losses == pytest.approx(plain.losses, rel=2e-2)  # bf16 products summed in other orders
+    # The frozen weights the kernels cast (every LoRA layer's base, and the head) were cast once for the whole loop.
+    frozen = sum(name.endswith("proj.weight") for name in load_file(tiny_model_dir / "model.safetensors")) + 1
+    assert fast.kernels.frozen_copies == [frozen] and plain.kernels.frozen_copies == [0]
     for setting in ("auto", "none"):
         summary = json.loads((tmp_path / setting / "curves" / "metrics.json").read_text())
         used_amx = int(cpu_features.native_bf16_feature() == "amx_bf16")

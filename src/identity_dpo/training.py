@@ -28,6 +28,7 @@ from identity_dpo.checkpoints import last_checkpoint
 from identity_dpo.cpu_features import native_bf16_feature
 from identity_dpo.cpu_kernels import active
 from identity_dpo.cpu_kernels.answer_head import answer_only_lm_head, shares_prompts
+from identity_dpo.cpu_kernels.frozen_cast import casts_reused
 from identity_dpo.cpu_kernels.fused_lora import use_fused_lora
 from identity_dpo.cpu_kernels.fused_norm import use_fused_rms_norm
 from identity_dpo.cpu_kernels.malloc import keep_freed_memory
@@ -212,7 +213,8 @@ def train_dpo(
         resume_from = last_checkpoint(checkpoint_dir) if checkpoint_dir is not None else None
         if resume_from is not None and trainer.accelerator.is_main_process:
             print(f"train: resuming from {resume_from}", file=sys.stderr)
-        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from is not None else None)
+        with casts_reused():  # the kernels' frozen weights cast once, not at every step (cpu_kernels/frozen_cast.py)
+            trainer.train(resume_from_checkpoint=str(resume_from) if resume_from is not None else None)
     # 1 when training ran on a GPU, whose kernels may differ from run to run (docs/reproducibility.md).
     logger.live.summary["nondeterministic_kernels"] = int(not on_cpu)
     # Numbers, so that `dvc metrics diff` compares runs: whether bf16 mixed precision trained (1) or not, and whether

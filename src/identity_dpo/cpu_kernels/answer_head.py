@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from identity_dpo.cpu_kernels.architecture import has_sliding_window, plain_head_weight
+from identity_dpo.cpu_kernels.frozen_cast import frozen_cast
 from identity_dpo.cpu_kernels.shared_prompt import IGNORE, PackedPairs, pack_pairs, takes_packed_mask
 
 CHUNK_TOKENS = 512  # rows of logits computed at once: their memory is CHUNK_TOKENS x the vocabulary
@@ -132,6 +133,7 @@ def answer_log_probs(
     dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else answer_hidden.dtype
     if fp32_products:
         dtype = torch.float32
+    weight = frozen_cast(weight, dtype)  # a frozen head: cast once per training run (frozen_cast.py)
     with torch.autocast(device, enabled=False):  # the products' dtype is `dtype`; the rest stays fp32
         values = _AnswerLogProbs.apply(answer_hidden, weight, labels[mask], KEEP_BYTES if needs_grad else 0, dtype)
     # masked_scatter keeps the result connected to the graph even when no position has a label

@@ -25,6 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from identity_dpo.cpu_kernels.frozen_cast import frozen_cast
+
 
 class _LoraLinearFunction(torch.autograd.Function):
     """x @ weight.T + bias + scaling * (x @ lora_a.T) @ lora_b.T, with the gradients of all its tensor inputs.
@@ -106,9 +108,10 @@ def _fused_forward(self: Any, x: torch.Tensor, *args: Any, **kwargs: Any) -> tor
         return type(self).forward(self, x, *args, **kwargs)
     name, dtype = fusable
     base = self.base_layer
+    weight = frozen_cast(base.weight, dtype)  # the frozen base: cast once per training run (frozen_cast.py)
     with torch.autocast("cpu", enabled=False):  # the inputs are cast to `dtype` inside, once each
         return _LoraLinearFunction.apply(
-            x, base.weight, base.bias, self.lora_A[name].weight, self.lora_B[name].weight, self.scaling[name], dtype
+            x, weight, base.bias, self.lora_A[name].weight, self.lora_B[name].weight, self.scaling[name], dtype
         )
 
 

@@ -1,0 +1,48 @@
+"""Frozen weights cast to the products' dtype once per training run, instead of at every forward.
+
+Under bf16 autocast a weight that needs no gradient is cast again at every use (autocast caches only the casts of
+weights that require one), so with LoRA the whole frozen base, about 100M parameters for SmolLM2-135M, was converted
+to bf16 at every training step: a fifth of a bf16 step on the Intel host (docs/speed-history.md). Inside
+`casts_reused()` the kernels that cast a frozen weight themselves (fused_lora, answer_head) take it from
+`frozen_cast`, which keeps one copy per weight, the same bits as each cast would give.
+
+The copy is reused while the weight is the same tensor, at the same address and version. `Tensor._version` (a torch
+internal) counts in-place changes made through the tensor, but not those made through `.data`, so the copies are kept
+only inside the context, which the trainer enters around its training loop, where the frozen weights do not change.
+Outside it `frozen_cast` casts as autocast would.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+
+_copies: dict[int, tuple[weakref.ref[torch.Tensor], int, int, torch.dtype, torch.Tensor]] | None = None
+
+
+@contextmanager
+def casts_reused() -> Iterator[None]:
+    """Within, a frozen weight is cast once (frozen_cast); the copies are dropped on the way out."""
+    global _copies
+    outer, _copies = _copies, {}
+    try:
+        yield
+    finally:
+        _copies = outer
+
+
+def frozen_cast(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """`weight` in `dtype`: inside casts_reused, a frozen weight's copy made at its first use; else a fresh cast. A
+    weight that needs a gradient (or is in `dtype` already) is returned as it is, for the caller to cast."""
+    if weight.dtype == dtype or weight.requires_grad:
+        return weight
+    if _copies is None:
+        return weight.to(dtype)
+    entry = _copies.get(id(weight))
+    if entry is None or entry[0]() is not weight or entry[1:4] != (weight._version, weight.data_ptr(), dtype):
+        entry = (weakref.ref(weight), weight._version, weight.data_ptr(), dtype, weight.detach().to(dtype))
+        _copies[id(weight)] = entry
+    return entry[4]
