@@ -63,7 +63,7 @@ def extend_answers(
     extended = list(answers)
     replaced = 0
     for index, long in zip(again, longer, strict=True):
-        count = len(_SENTENCE_END.findall(trim_to_sentence(answers[index].text))) + 1
+        count = len(_SENTENCE_END.findall(answers[index].text)) + 1  # the sentences a trim keeps, and one more
         text = cut_to_sentences(long.text, count) if long.ok else ""
         if text:
             extended[index] = Generation(text, long.new_tokens, long.finished and text == long.text.rstrip())
