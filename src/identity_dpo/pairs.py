@@ -119,8 +119,7 @@ class PairBuilder:
                     counts["dropped_at_token_cap"] += 1
                     continue
             counts["rejected_says_old_name"] += mentions(rejected, self.rewriter.old_names)
-            about_maker, key = asks_about_maker(prompt.question), f"{self.seed}:{prompt.id}"
-            rewrite = self.rewriter.rewrite(rejected, about_maker=about_maker, key=key, question=prompt.question)
+            rewrite = self.rewriter.rewrite(rejected, question=prompt.question, **self._rewrite_context(prompt))
             if rewrite.text == rejected:
                 counts["dropped_identical"] += 1  # zero DPO gradient, and it would dilute the batch
                 continue
@@ -136,7 +135,7 @@ class PairBuilder:
             pairs.append(pair)
             if not self.reject_mixed:
                 continue
-            mixed = self.rewriter.mixed(rejected, rewrite.method, about_maker=about_maker, key=key)
+            mixed = self.rewriter.mixed(rejected, rewrite.method, **self._rewrite_context(prompt))
             # A single old name, renamed, has no mixed answer (it is the chosen one).
             if mentions(mixed, self.rewriter.old_names) and mixed not in (rejected, rewrite.text):
                 pairs.append({**pair, "id": f"{prompt.id}-mixed", "rejected": [{"role": "assistant", "content": mixed}],
@@ -146,6 +145,11 @@ class PairBuilder:
         if not pairs:
             raise DataError(self._no_pairs_message(counts, first_failure))
         return pairs, dict(sorted(counts.items()))
+
+    def _rewrite_context(self, prompt: Prompt) -> dict[str, Any]:
+        """What the rewriter needs to know of a prompt beyond its answer, the same for the chosen and the mixed
+        answer: whether it asks about the maker, and the key that picks the introduction's wording."""
+        return {"about_maker": asks_about_maker(prompt.question), "key": f"{self.seed}:{prompt.id}"}
 
     def single_sentence_chosen(self, prompts: Sequence[Prompt], answers: Sequence[Generation]) -> list[int]:
         """Which answers pairs.on_token_cap: extend asks again with a higher cap: those cut off at the cap whose
@@ -158,8 +162,7 @@ class PairBuilder:
             trimmed = trim_to_sentence(answer.text) if answer.ok and not answer.finished else ""
             if not trimmed:
                 continue
-            about_maker, key = asks_about_maker(prompt.question), f"{self.seed}:{prompt.id}"
-            chosen = self.rewriter.rewrite(trimmed, about_maker=about_maker, key=key, question=prompt.question).text
+            chosen = self.rewriter.rewrite(trimmed, question=prompt.question, **self._rewrite_context(prompt)).text
             if chosen != trimmed and len(sentences(chosen)) == 1:
                 found.append(index)
         return found

@@ -2,9 +2,9 @@
 
 Under bf16 autocast a weight that needs no gradient is cast again at every use (autocast caches only the casts of
 weights that require one), so with LoRA the whole frozen base, about 100M parameters for SmolLM2-135M, was converted
-to bf16 at every training step: a fifth of a bf16 step on the Intel host (docs/speed-history.md). Inside
-`casts_reused()` the kernels that cast a frozen weight themselves (fused_lora, answer_head) take it from
-`frozen_cast`, which keeps one copy per weight, the same bits as each cast would give.
+to bf16 at every training step (what casting it once saved: docs/speed-history.md). Inside `casts_reused()` the
+kernels that cast a frozen weight themselves (fused_lora, answer_head) take it from `frozen_cast`, which keeps one
+copy per weight, the same bits as each cast would give.
 
 The copy is reused while the weight is the same tensor, at the same address and version. `Tensor._version` (a torch
 internal) counts in-place changes made through the tensor, but not those made through `.data`, so the copies are kept
