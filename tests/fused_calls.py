@@ -11,8 +11,10 @@ from typing import Any
 
 import pytest
 
-# The kernels of identity_dpo.cpu_kernels that train_dpo runs, each observed by watch_training.
+# The kernels of identity_dpo.cpu_kernels that train_dpo runs, each observed by watch_training: in every CPU run, and
+# those that run only where bf16 trains on a CPU (the bf16 tests check them; every fp32 run checks they stay out).
 TRAINING_KERNELS = ("answer_head", "shared_prompt", "fused_lora", "fused_norm", "sdpa_gqa", "malloc")
+BF16_TRAINING_KERNELS = ("sdpa_backward",)
 
 
 def count_fused_calls(monkeypatch: pytest.MonkeyPatch, function: Any) -> list[int]:
@@ -38,6 +40,7 @@ class TrainingKernels:
     lora_calls: list[int] = field(default_factory=lambda: [0])  # fused LoRA layers' forward passes (fused_lora)
     norm_calls: list[int] = field(default_factory=lambda: [0])  # fused RMSNorm forward passes (fused_norm)
     enable_gqa: list[bool] = field(default_factory=list)  # each SDPA call's enable_gqa (sdpa_gqa)
+    attention_calls: list[int] = field(default_factory=lambda: [0])  # bf16 attention, fp32 backward (sdpa_backward)
     mallopt: list[tuple[int, int]] = field(default_factory=list)  # glibc mallopt calls (malloc)
     # The frozen weights cast once for the training loop (cpu_kernels/frozen_cast.py, for fused_lora and answer_head)
     frozen_copies: list[int] = field(default_factory=list)
@@ -50,6 +53,7 @@ class TrainingKernels:
             "fused_lora": self.lora_calls[0] > 0,
             "fused_norm": self.norm_calls[0] > 0,
             "sdpa_gqa": bool(self.enable_gqa) and all(self.enable_gqa),
+            "sdpa_backward": self.attention_calls[0] > 0,
             "malloc": dict(self.mallopt) == {-3: 256 << 20, -1: 1 << 30},  # M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
         }[kernel]
 
@@ -61,6 +65,7 @@ class TrainingKernels:
             "fused_lora": self.lora_calls[0] > 0,
             "fused_norm": self.norm_calls[0] > 0,
             "sdpa_gqa": any(self.enable_gqa),
+            "sdpa_backward": self.attention_calls[0] > 0,
             "malloc": bool(self.mallopt),
         }[kernel]
 
@@ -70,11 +75,12 @@ def watch_training(monkeypatch: pytest.MonkeyPatch) -> TrainingKernels:
     import torch.nn.functional as F
 
     from identity_dpo import training
-    from identity_dpo.cpu_kernels import answer_head, frozen_cast, fused_lora, fused_norm, malloc
+    from identity_dpo.cpu_kernels import answer_head, frozen_cast, fused_lora, fused_norm, malloc, sdpa_backward
 
     seen = TrainingKernels(head_calls=count_fused_calls(monkeypatch, answer_head._AnswerLogProbs))
     seen.lora_calls = count_fused_calls(monkeypatch, fused_lora._LoraLinearFunction)
     seen.norm_calls = count_fused_calls(monkeypatch, fused_norm._RMSNormFunction)
+    seen.attention_calls = count_fused_calls(monkeypatch, sdpa_backward._Bf16AttentionFp32Backward)
     pack_pairs, training_order, sdpa = answer_head.pack_pairs, training.training_order, F.scaled_dot_product_attention
 
     def packing(*args: Any) -> Any:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from fused_calls import TRAINING_KERNELS
+from fused_calls import BF16_TRAINING_KERNELS, TRAINING_KERNELS
 from identity_dpo import cpu_kernels
 from identity_dpo.chat_format import with_system
 from identity_dpo.cpu_kernels import KERNELS, TESTED_WITH, active, installed_version
@@ -118,12 +118,15 @@ def test_training_kernels_run_on_a_cpu_only() -> None:
     for kernel, spec in KERNELS.items():
         assert active(kernel, torch.device("cpu"), "auto")
         assert active(kernel, "cuda", "auto") == (not spec.cpu_only), kernel
-    assert {kernel for kernel, spec in KERNELS.items() if spec.cpu_only} == set(TRAINING_KERNELS) - {"malloc"}
+    assert {kernel for kernel, spec in KERNELS.items() if spec.cpu_only} == {
+        *TRAINING_KERNELS,
+        *BF16_TRAINING_KERNELS,
+    } - {"malloc"}
 
 
 def test_every_kernel_has_a_test_that_fails_when_it_stops_taking_effect() -> None:
     """The training kernels': tests/test_training.py (watched by fused_calls.watch_training); the others': here."""
-    assert set(KERNELS) == {*TRAINING_KERNELS, "decoding", "gguf_reader"}
+    assert set(KERNELS) == {*TRAINING_KERNELS, *BF16_TRAINING_KERNELS, "decoding", "gguf_reader"}
 
 
 @pytest.mark.parametrize("stage", KERNEL_STAGES)
@@ -295,6 +298,123 @@ def test_grouped_heads_give_sdpa_s_bits_of_repeated_heads_under_a_mask(bf16: boo
     for grouped_grad, repeated_grad in zip(grouped_grads, repeated_grads, strict=True):
         # the key/value gradients: summed over each group inside the kernel, or by the repeat's backward after it
         torch.testing.assert_close(grouped_grad, repeated_grad, rtol=tolerance, atol=tolerance)
+
+
+class _Attention:
+    """What transformers' attention functions read of the attention module (grouped heads, causal)."""
+
+    num_key_value_groups = 3
+    is_causal = True
+
+
+def _attention_inputs(heads: int = 6, kv_heads: int = 2, width: int = 37) -> tuple[Any, ...]:
+    """Grouped query/key/value in fp32 (as rotary leaves query and key), a packed pair's boolean mask with a block the
+    rejected answer may not see and a padded row, and an output gradient."""
+    import torch
+
+    torch.manual_seed(0)
+    q, k, v = torch.randn(2, heads, width, 16), torch.randn(2, kv_heads, width, 16), torch.randn(2, kv_heads, width, 16)
+    allowed = torch.ones(width, width, dtype=torch.bool).tril()[None, None].repeat(2, 1, 1, 1)
+    allowed[0, 0, 25:, 12:25] = False  # the rejected answer does not see the chosen one
+    allowed[1, 0, 30:, :30] = False  # padding sees only itself
+    return q, k, v, allowed, torch.randn(2, width, heads, 16)
+
+
+def _attend(function: Any, inputs: tuple[Any, ...], *, mask: bool = True, **kwargs: Any) -> tuple[Any, list[Any]]:
+    """`function` (a transformers attention function) under bf16 autocast: its output and the inputs' gradients."""
+    import torch
+
+    q, k, v, allowed, grad = inputs
+    leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, _ = function(_Attention(), *leaves, allowed if mask else None, scaling=0.25, **kwargs)
+    out.backward(grad.to(out.dtype))
+    return out, [t.grad for t in leaves]
+
+
+@pytest.mark.cpu_kernels
+@pytest.mark.parametrize("mask", [True, False], ids=["packed mask", "causal"])
+def test_bf16_attention_with_the_fp32_backward_gives_sdpa_s_output_and_gradients_closer_to_fp64(
+    mask: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """sdpa_backward: the forward is SDPA's bf16 output bit for bit (grouped heads, a packed mask or causal), and each
+    gradient is at least as close to the fp64 gradient of the same bf16 inputs as SDPA's own bf16 backward."""
+    import torch
+    import torch.nn.functional as F
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from identity_dpo.cpu_kernels.sdpa_backward import _attention
+
+    monkeypatch.setenv("TRANSFORMERS_SDPA_FORCE_GQA", "1")  # as training runs SDPA (sdpa_gqa)
+    inputs = _attention_inputs()
+    fast_out, fast_grads = _attend(_attention, inputs, mask=mask)
+    sdpa_out, sdpa_grads = _attend(sdpa_attention_forward, inputs, mask=mask)
+    assert fast_out.dtype == torch.bfloat16 and torch.equal(fast_out, sdpa_out)
+    q, k, v, allowed, grad = inputs
+    exact = [t.to(torch.bfloat16).double().requires_grad_() for t in (q, k, v)]  # the bf16 inputs, in fp64
+    out = F.scaled_dot_product_attention(
+        *exact, attn_mask=allowed if mask else None, is_causal=not mask, scale=0.25, enable_gqa=True
+    )
+    out.backward(grad.to(torch.bfloat16).double().transpose(1, 2))
+    for fast, sdpa, reference in zip(fast_grads, sdpa_grads, exact, strict=True):
+        assert fast.dtype == torch.float32  # the input's (fp32 master weights see fp32 gradients)
+
+        def error(g: torch.Tensor, reference: torch.Tensor = reference) -> float:
+            return float((g.double() - reference.grad).norm() / reference.grad.norm())
+
+        assert error(fast) <= error(sdpa) * 1.01 and error(fast) < 5e-3
+
+
+@pytest.mark.cpu_kernels
+@pytest.mark.parametrize("case", ["fp32", "no gradient", "float mask", "dropout", "position bias", "heads not grouped"])
+def test_the_fp32_backward_steps_aside_where_sdpa_would_compute_otherwise(
+    case: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Outside a bf16 training forward with a boolean mask (or none), no dropout and grouped heads, sdpa_backward
+    hands the call to transformers' own function as it came."""
+    import torch
+
+    from identity_dpo.cpu_kernels import sdpa_backward
+
+    handed = []
+    monkeypatch.setattr(
+        "transformers.integrations.sdpa_attention.sdpa_attention_forward",
+        lambda *args, **kwargs: handed.append(kwargs) or (args[1], None),
+    )
+    monkeypatch.setattr(sdpa_backward._Bf16AttentionFp32Backward, "apply", lambda *args: pytest.fail("fast path"))
+    q, k, v, allowed, _ = _attention_inputs(heads=5 if case == "heads not grouped" else 6)
+    mask: Any = torch.zeros(allowed.shape).masked_fill_(~allowed, float("-inf")) if case == "float mask" else allowed
+    kwargs: dict[str, Any] = {
+        "dropout": 0.1 if case == "dropout" else 0.0,
+        "position_bias": torch.zeros(1) if case == "position bias" else None,
+    }
+    q, k, v = (t.requires_grad_(case != "no gradient") for t in (q, k, v))
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=case != "fp32"):
+        sdpa_backward._attention(_Attention(), q, k, v, mask, scaling=0.25, **kwargs)
+    assert len(handed) == 1 and handed[0]["dropout"] == kwargs["dropout"]
+
+
+def test_the_attention_replacement_is_restored_and_leaves_a_user_s_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    from identity_dpo.cpu_kernels.sdpa_backward import _attention, attention_backward_in_fp32
+
+    with pytest.raises(RuntimeError), attention_backward_in_fp32():
+        assert ALL_ATTENTION_FUNCTIONS["sdpa"] is _attention
+        raise RuntimeError("training failed")
+    assert (
+        ALL_ATTENTION_FUNCTIONS["sdpa"] is sdpa_attention_forward
+        and "sdpa" not in ALL_ATTENTION_FUNCTIONS._local_mapping
+    )
+
+    def users_own(*args: Any, **kwargs: Any) -> Any:
+        return sdpa_attention_forward(*args, **kwargs)
+
+    monkeypatch.setitem(ALL_ATTENTION_FUNCTIONS._local_mapping, "sdpa", users_own)
+    with attention_backward_in_fp32():
+        assert ALL_ATTENTION_FUNCTIONS["sdpa"] is users_own
+    assert ALL_ATTENTION_FUNCTIONS["sdpa"] is users_own
 
 
 def test_keep_freed_memory_fixes_glibc_s_thresholds_and_tolerates_other_allocators(

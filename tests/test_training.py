@@ -17,7 +17,7 @@ import pytest
 import yaml
 from transformers import TrainerCallback
 
-from fused_calls import TRAINING_KERNELS, TrainingKernels, watch_training
+from fused_calls import BF16_TRAINING_KERNELS, TRAINING_KERNELS, TrainingKernels, watch_training
 from identity_dpo import cpu_features, launch
 from identity_dpo.checkpoints import last_checkpoint, prepare_checkpoints, run_fingerprint
 from identity_dpo.errors import ParamsError
@@ -284,7 +284,8 @@ def test_cpu_kernels_train_with_the_plain_library_path_s_losses(
     fast, plain = runs["auto"], runs["none"]
     kernels = [kernel for kernel in TRAINING_KERNELS if kernel != "fused_lora" or fine_tuning == "lora"]
     assert all(fast.kernels.ran(kernel) for kernel in kernels)
-    assert not any(plain.kernels.touched(kernel) for kernel in TRAINING_KERNELS)
+    assert not any(plain.kernels.touched(kernel) for kernel in (*TRAINING_KERNELS, *BF16_TRAINING_KERNELS))
+    assert not any(fast.kernels.touched(kernel) for kernel in BF16_TRAINING_KERNELS)  # fp32 runs stay fp32's
     assert len(fast.losses) == len(plain.losses) > 1
     assert fast.losses == pytest.approx(plain.losses, rel=1e-4, abs=1e-5)
     assert "TRANSFORMERS_SDPA_FORCE_GQA" not in os.environ  # switched on for the training only
@@ -303,8 +304,8 @@ def test_bf16_on_a_cpu_trains_with_the_kernels_as_with_the_plain_library_path(
         tiny_model_dir, tmp_path, precision="bf16", lora={"enabled": True, "rank": 4, "alpha": 8}
     )
     fast, plain = runs["auto"], runs["none"]
-    assert all(fast.kernels.ran(kernel) for kernel in TRAINING_KERNELS)
-    assert not any(plain.kernels.touched(kernel) for kernel in TRAINING_KERNELS)
+    assert all(fast.kernels.ran(kernel) for kernel in (*TRAINING_KERNELS, *BF16_TRAINING_KERNELS))
+    assert not any(plain.kernels.touched(kernel) for kernel in (*TRAINING_KERNELS, *BF16_TRAINING_KERNELS))
     assert len(fast.losses) == len(plain.losses) > 1
     assert fast.losses == pytest.approx(plain.losses, rel=2e-2)  # bf16 products summed in other orders
     # The frozen weights the kernels cast (every LoRA layer's base, and the head) were cast once for the whole loop.

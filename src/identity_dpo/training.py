@@ -32,6 +32,7 @@ from identity_dpo.cpu_kernels.frozen_cast import casts_reused
 from identity_dpo.cpu_kernels.fused_lora import use_fused_lora
 from identity_dpo.cpu_kernels.fused_norm import use_fused_rms_norm
 from identity_dpo.cpu_kernels.malloc import keep_freed_memory
+from identity_dpo.cpu_kernels.sdpa_backward import attention_backward_in_fp32
 from identity_dpo.cpu_kernels.sdpa_gqa import grouped_query_attention_in_sdpa
 from identity_dpo.errors import ParamsError, TrainingError
 from identity_dpo.launch import native_precision, resolve_precision, trains_on_cpu
@@ -193,8 +194,11 @@ def train_dpo(
         pairs, tokenizer, params, one_row_per_pair=answer_head and share_prompts and shares_prompts(model.config)
     )
     sdpa_gqa = grouped_query_attention_in_sdpa() if kernel("sdpa_gqa") else contextlib.nullcontext()
+    # bf16 attention's backward in fp32 (cpu_kernels/sdpa_backward.py): only bf16 training has a bf16 backward
+    bf16_attention = cpu_bf16 is not None and kernel("sdpa_backward")
+    sdpa_backward = attention_backward_in_fp32() if bf16_attention else contextlib.nullcontext()
     head = answer_only_lm_head(share_prompts) if answer_head else contextlib.nullcontext()
-    with _library_deprecations_filtered(), sdpa_gqa:  # the reference's forward in DPOTrainer() too
+    with _library_deprecations_filtered(), sdpa_gqa, sdpa_backward:  # the reference's forward in DPOTrainer() too
         with head:  # see cpu_kernels/answer_head.py
             trainer = DPOTrainer(
                 model=model,

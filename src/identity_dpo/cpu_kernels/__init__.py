@@ -49,6 +49,7 @@ KERNELS = {
     "fused_lora": Kernel(("torch", "peft"), cpu_only=True),  # fused_lora.py
     "fused_norm": Kernel(("torch", "transformers"), cpu_only=True),  # fused_norm.py
     "sdpa_gqa": Kernel(("torch", "transformers"), cpu_only=True),  # sdpa_gqa.py
+    "sdpa_backward": Kernel(("torch", "transformers"), cpu_only=True),  # sdpa_backward.py
     "malloc": Kernel((), cpu_only=False),  # malloc.py: glibc's allocator serves the host, whatever device trains
     "decoding": Kernel(("torch", "transformers"), cpu_only=False),  # decoding.py: the same tokens on any device
     "gguf_reader": Kernel(("gguf", "transformers"), cpu_only=False),  # gguf_reader.py: reading a file
