@@ -366,7 +366,9 @@ def test_bf16_attention_with_the_fp32_backward_gives_sdpa_s_output_and_gradients
 
 
 @pytest.mark.cpu_kernels
-@pytest.mark.parametrize("case", ["fp32", "no gradient", "float mask", "dropout", "position bias", "heads not grouped"])
+@pytest.mark.parametrize(
+    "case", ["fp32", "no gradient", "float mask", "dropout", "position bias", "heads not grouped", "keys longer"]
+)
 def test_the_fp32_backward_steps_aside_where_sdpa_would_compute_otherwise(
     case: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -388,6 +390,8 @@ def test_the_fp32_backward_steps_aside_where_sdpa_would_compute_otherwise(
         "dropout": 0.1 if case == "dropout" else 0.0,
         "position_bias": torch.zeros(1) if case == "position bias" else None,
     }
+    if case == "keys longer":  # a prefill after cached tokens: transformers crops or masks the keys itself
+        k, v = torch.cat([k, k], dim=2), torch.cat([v, v], dim=2)
     q, k, v = (t.requires_grad_(case != "no gradient") for t in (q, k, v))
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=case != "fp32"):
         sdpa_backward._attention(_Attention(), q, k, v, mask, scaling=0.25, **kwargs)

@@ -8,11 +8,12 @@ docs/speed-history.md). Here the forward is torch's bf16 flash kernel, called as
 bit for bit), and the backward is its fp32 kernel on the saved bf16 tensors cast to fp32: the gradient of the same
 forward, with fewer rounding steps than the bf16 backward takes (tests/test_cpu_kernels.py compares both with fp64).
 
-Relies on transformers' AttentionInterface (a local entry for "sdpa" in ALL_ATTENTION_FUNCTIONS, looked up by the
-model's attention at every forward) and `sdpa_attention_forward`'s arguments, and on torch's private CPU flash
-attention ops (`aten::_scaled_dot_product_flash_attention_for_cpu` and its backward) and the way SDPA turns a boolean
-mask into an additive one. Only training calls with a boolean mask (or none), no dropout, no extra arguments and
-grouped or equal heads take this path; everything else, fp32 training included, runs transformers' own function.
+Relies on transformers' AttentionInterface (a local entry for "sdpa" in ALL_ATTENTION_FUNCTIONS' `_local_mapping`,
+looked up by the model's attention at every forward) and `sdpa_attention_forward`'s arguments, and on torch's private
+CPU flash attention ops (`aten::_scaled_dot_product_flash_attention_for_cpu` and its backward) and the way SDPA turns
+a boolean mask into an additive one. Only training calls (queries as long as the keys) with a boolean mask or none, no
+dropout, grouped or equal heads and none of the arguments that change SDPA's result take this path; everything else,
+fp32 training included, runs transformers' own function.
 """
 
 from __future__ import annotations
@@ -89,8 +90,12 @@ def _takes_fast_path(
         return False
     if mask is not None and (not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or mask.dim() != 4):
         return False
-    heads, kv_heads = query.shape[1], key.shape[1]
-    return query.dim() == 4 and query.shape[2] > 1 and kv_heads == value.shape[1] and heads % kv_heads == 0
+    if query.dim() != 4 or key.shape != value.shape:
+        return False
+    # Queries and keys of one length, more than one (transformers handles decoding and cached prefills otherwise),
+    # and each key/value head serving the same number of query heads.
+    heads, kv_heads, length = query.shape[1], key.shape[1], query.shape[2]
+    return length > 1 and key.shape[2] == length and heads % kv_heads == 0
 
 
 def _attention(
