@@ -11,6 +11,7 @@
 # Stages whose inputs did not change are not rerun; a setting that already ran is restored from
 # DVC's run cache. Compare afterwards with scripts/compare.sh, dvc metrics diff, dvc plots diff.
 # SWEEP_TARGET=evaluate: each experiment stops after evaluate (no GGUF export and packaging per experiment).
+# SWEEP_POLL_SECONDS (15): how often the queue is looked at while it runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/dvc ] && export PATH="$PWD/.venv/bin:$PATH"
@@ -42,8 +43,39 @@ queued=$(echo "$output" | sed -n "s/^Queued experiment '\(.*\)' for future execu
 dvc queue start --jobs "${SWEEP_JOBS:-1}"
 
 status_of_ours() { dvc queue status | grep -wF "$queued" || true; }
+# Whether a queue worker of this project is alive: DVC's `dvc exp queue-worker` process, started in the project's
+# folder. (`dvc queue status` asks the workers over celery with a 1 s timeout, which a busy worker can miss.)
+worker_alive() {
+    local proc
+    if [ ! -d /proc/self ]; then  # no /proc (macOS): any project's worker counts
+        ps -A -o command= | grep -q '[e]xp queue-worker'
+        return
+    fi
+    for proc in /proc/[0-9]*; do
+        [ "$proc/cwd" -ef "$PWD" ] || continue
+        tr '\0' ' ' <"$proc/cmdline" 2>/dev/null | grep -q 'exp queue-worker' && return 0
+    done
+    return 1
+}
+# DVC's worker can shut itself down with experiments still queued (its idle check asks the worker over celery with a
+# 1 s timeout, which a busy machine misses), or die and leave an experiment "Running" for good. Either would make
+# this loop wait forever: after four looks without a worker (a minute), queued experiments get a new worker, and a
+# "Running" one fails the sweep.
+without_worker=0
 while status_of_ours | grep -Eq ' (Queued|Running) *$'; do
-    sleep 15
+    sleep "${SWEEP_POLL_SECONDS:-15}"
+    if worker_alive; then without_worker=0; continue; fi
+    without_worker=$((without_worker + 1))
+    [ "$without_worker" -ge 4 ] || continue
+    if status_of_ours | grep -Eq ' Running *$'; then
+        status_of_ours >&2
+        echo "sweep: no queue worker is alive, but an experiment above is still Running: it was killed" \
+            "(dvc queue logs NAME shows how far it got; dvc queue remove NAME, then run the sweep again)" >&2
+        exit 1
+    fi
+    echo "sweep: the queue worker stopped with experiments still queued; starting it again" >&2
+    dvc queue start --jobs "${SWEEP_JOBS:-1}"
+    without_worker=0
 done
 echo "sweep: $(echo "$queued" | wc -l) experiments finished in $(( $(date +%s) - started )) s"
 if status_of_ours | grep -Eq ' Failed *$'; then

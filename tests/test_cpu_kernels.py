@@ -398,6 +398,46 @@ def test_the_fp32_backward_steps_aside_where_sdpa_would_compute_otherwise(
     assert len(handed) == 1 and handed[0]["dropout"] == kwargs["dropout"]
 
 
+@pytest.mark.cpu_kernels
+def test_a_batch_s_mask_is_converted_once_for_every_layer_and_again_when_it_changes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Inside the context, the additive masks (bf16 for the forward, fp32 for the backward) are built once for the mask
+    tensor every layer gets; a mask changed in place or another mask gets its own; outside, every call builds one."""
+    import torch
+
+    from identity_dpo.cpu_kernels import sdpa_backward
+
+    monkeypatch.setenv("TRANSFORMERS_SDPA_FORCE_GQA", "1")
+    built: list[torch.dtype] = []
+    build = sdpa_backward._build_additive
+    monkeypatch.setattr(sdpa_backward, "_build_additive", lambda mask, dtype: built.append(dtype) or build(mask, dtype))
+    q, k, v, allowed, grad = _attention_inputs()
+
+    def two_layers(mask: torch.Tensor) -> None:
+        leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            first, _ = sdpa_backward._attention(_Attention(), *leaves, mask, scaling=0.25)
+            second, _ = sdpa_backward._attention(_Attention(), *leaves, mask, scaling=0.25)
+        (first + second).backward(grad.to(first.dtype))
+
+    with sdpa_backward.attention_backward_in_fp32():
+        two_layers(allowed)
+        assert built == [torch.bfloat16, torch.float32]
+        allowed.logical_not_().logical_not_()  # the same values, changed in place: its version moves on
+        two_layers(allowed)
+        two_layers(allowed.clone())
+        assert built == [torch.bfloat16, torch.float32] * 3
+    assert sdpa_backward._masks is None
+    built.clear()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        for _ in range(2):
+            sdpa_backward._attention(
+                _Attention(), *(t.clone().requires_grad_() for t in (q, k, v)), allowed, scaling=0.25
+            )
+    assert built == [torch.bfloat16, torch.bfloat16]
+
+
 def test_the_attention_replacement_is_restored_and_leaves_a_user_s_own(monkeypatch: pytest.MonkeyPatch) -> None:
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS

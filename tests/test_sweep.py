@@ -3,23 +3,78 @@
 scripts/sweep.sh queues a 2 x 2 grid on a tiny-model project copy and waits for the queue;
 then the comparison commands the README gives must show the four experiments. The baseline and every experiment
 stop after `evaluate` (SWEEP_TARGET=evaluate): export and package need llama.cpp, and a sweep compares eval metrics.
+DVC's queue worker can stop with experiments still queued, or die mid-run: the sweep's fixture stops the worker after
+its first experiment (sweep.sh must start a new one), and a test kills it (sweep.sh must fail, not wait forever).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from pipeline_copy import ROOT, make_copy, run
+from pipeline_copy import ROOT, copy_project, env, make_copy, run
 from tiny_model import tiny_pipeline_params
 
 sys.path.insert(0, str(ROOT / "scripts"))
 from sweep_table import finished
 
 GRID = ("train.beta=0.1,0.5", "train.loss_weights=[1.0,0.0],[1.0,1.0]")
+# sweep.sh looks at the queue this often here (15 s by default), so a lost worker shows within seconds
+SWEEP_ENV = {"SWEEP_TARGET": "evaluate", "SWEEP_POLL_SECONDS": "2"}
+
+
+def start_sweep(project: Path, *overrides: str) -> subprocess.Popen[str]:
+    """scripts/sweep.sh in the background, its output in files beside the project (a pipe could fill up)."""
+    outputs = [(project.parent / f"sweep.{name}").open("w+", encoding="utf-8") for name in ("out", "err")]
+    return subprocess.Popen(
+        ["bash", "scripts/sweep.sh", *overrides], cwd=project, env=env(SWEEP_ENV), text=True,
+        stdout=outputs[0], stderr=outputs[1],
+    )  # fmt: skip
+
+
+def finish_sweep(project: Path, sweep: subprocess.Popen[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """Wait for sweep.sh; past `timeout` (a hang: sweep.sh must end on its own), kill it and fail with the queue's
+    state."""
+    try:
+        returncode = sweep.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        sweep.kill()
+        sweep.wait()
+        returncode = None
+    out, err = ((project.parent / f"sweep.{name}").read_text(encoding="utf-8") for name in ("out", "err"))
+    if returncode is None:
+        queue = run(project, ["dvc", "queue", "status"], check=False).stdout
+        raise AssertionError(f"sweep.sh still waiting after {timeout:.0f} s:\n{out}\n{err}\n{queue}")
+    return subprocess.CompletedProcess(sweep.args, returncode, out, err)
+
+
+def wait_until_an_experiment_runs(project: Path, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(line.endswith("Running") for line in run(project, ["dvc", "queue", "status"]).stdout.splitlines()):
+            return
+        time.sleep(1)
+    raise AssertionError(f"no experiment started running in {timeout} s")
+
+
+def processes_in(folder: Path) -> list[int]:
+    """The processes whose working folder is `folder` or inside it (the queue worker, the experiment it runs)."""
+    pids = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cwd = (proc / "cwd").resolve(strict=True)
+        except OSError:
+            continue
+        if cwd == folder or folder in cwd.parents:
+            pids.append(int(proc.name))
+    return pids
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +86,13 @@ def swept(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> tup
     run(project, ["dvc", "repro", "evaluate"])
     run(project, ["git", "add", "-A"])
     run(project, ["git", "commit", "-qm", "baseline"])
-    result = run(project, ["bash", "scripts/sweep.sh", *GRID], extra_env={"SWEEP_TARGET": "evaluate"})
+    sweep = start_sweep(project, *GRID)
+    wait_until_an_experiment_runs(project)
+    # The worker finishes this experiment and exits with three still queued, as DVC's own idle check can make it do.
+    run(project, ["dvc", "queue", "stop"])
+    result = finish_sweep(project, sweep, timeout=1800)
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
+    assert "the queue worker stopped with experiments still queued; starting it again" in result.stderr
     return project, result.stdout
 
 
@@ -218,3 +279,23 @@ def test_the_precision_a_run_trained_in_is_a_column_when_it_differs(tmp_path: Pa
     assert cells == {"amx": "bf16 (AMX)", "avx512": "bf16", "avx2": "fp32", "older": "–"}
     same = run(ROOT, [sys.executable, "scripts/sweep_table.py", "--runs", folders[1]]).stdout
     assert "trained in" not in same  # one precision: no column
+
+
+@pytest.mark.skipif(not Path("/proc/self/cwd").exists(), reason="finds the queue worker through /proc (Linux)")
+def test_a_killed_queue_worker_fails_the_sweep_rather_than_hanging(swept: tuple[Path, str], tmp_path: Path) -> None:
+    project = copy_project(swept[0], tmp_path / "project")
+    sweep = start_sweep(project, "train.beta=0.3")
+    wait_until_an_experiment_runs(project)
+    worker = [pid for pid in processes_in(project) if b"exp\0queue-worker" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    assert len(worker) == 1, worker
+    os.killpg(os.getpgid(worker[0]), signal.SIGKILL)  # the worker and the experiment it runs: "Running" for good
+    for pid in processes_in(project / ".dvc"):  # any stage process that left the group
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    result = finish_sweep(project, sweep, timeout=300)
+    assert result.returncode == 1, f"{result.stdout}\n{result.stderr}"
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("sweep: no queue worker is alive, but an experiment above is still Running"), lines
+    assert lines[-2].endswith("Running"), lines

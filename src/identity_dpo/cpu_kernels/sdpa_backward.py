@@ -18,6 +18,7 @@ fp32 training included, runs transformers' own function.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -25,6 +26,10 @@ from typing import Any
 import torch
 
 _ATTENTION = "sdpa"  # the transformers attention implementation replaced while training runs
+# Inside attention_backward_in_fp32: per dtype, the last boolean mask seen (by reference, with its `_version`, a torch
+# internal counting in-place changes) and its additive form, so a batch's mask is converted once, not in every layer's
+# forward and backward.
+_masks: dict[torch.dtype, tuple[weakref.ref[torch.Tensor], int, torch.Tensor]] | None = None
 
 
 class _Bf16AttentionFp32Backward(torch.autograd.Function):
@@ -62,9 +67,20 @@ class _Bf16AttentionFp32Backward(torch.autograd.Function):
 
 
 def _additive(allowed: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
-    """A boolean mask as SDPA hands it to its kernels: 0 where allowed, -inf elsewhere."""
+    """A boolean mask as SDPA hands it to its kernels: 0 where allowed, -inf elsewhere. While training runs, the one
+    made from the same mask tensor (unchanged since) is reused: the model hands every layer the same mask."""
     if allowed is None:
         return None
+    entry = _masks.get(dtype) if _masks is not None else None
+    if entry is not None and entry[0]() is allowed and entry[1] == allowed._version:
+        return entry[2]
+    additive = _build_additive(allowed, dtype)
+    if _masks is not None:
+        _masks[dtype] = (weakref.ref(allowed), allowed._version, additive)
+    return additive
+
+
+def _build_additive(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return torch.zeros(allowed.shape, dtype=dtype).masked_fill_(allowed.logical_not(), float("-inf"))
 
 
@@ -127,13 +143,16 @@ def _attention(
 def attention_backward_in_fp32() -> Iterator[None]:
     """While in the block, models whose attention is transformers' "sdpa" run it through `_attention`. A user's own
     local replacement of "sdpa" is left as it is."""
+    global _masks
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
     if _ATTENTION in ALL_ATTENTION_FUNCTIONS._local_mapping:
         yield
         return
     ALL_ATTENTION_FUNCTIONS[_ATTENTION] = _attention
+    outer, _masks = _masks, {}
     try:
         yield
     finally:
         del ALL_ATTENTION_FUNCTIONS[_ATTENTION]
+        _masks = outer
