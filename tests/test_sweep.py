@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -77,8 +78,16 @@ def processes_in(folder: Path) -> list[int]:
     return pids
 
 
+def stop_processes_in(folder: Path) -> None:
+    for pid in processes_in(folder):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 @pytest.fixture(scope="module")
-def swept(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> tuple[Path, str]:
+def swept(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iterator[tuple[Path, str]]:
     params = tiny_pipeline_params(tiny_model_dir)
     project = make_copy(tmp_path_factory.mktemp("sweep") / "project", params, small_eval=True)
     run(project, ["git", "config", "user.name", "test"])
@@ -93,7 +102,10 @@ def swept(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> tup
     result = finish_sweep(project, sweep, timeout=1800)
     assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
     assert "the queue worker stopped with experiments still queued; starting it again" in result.stderr
-    return project, result.stdout
+    yield project, result.stdout
+    # A worker whose idle check crashed (dvc-task's monitor thread can die reading a broker file as it is written)
+    # never ends on its own: end whatever still runs in the project.
+    stop_processes_in(project)
 
 
 def finished_experiments(project: Path) -> dict[str, dict]:
@@ -289,12 +301,9 @@ def test_a_killed_queue_worker_fails_the_sweep_rather_than_hanging(swept: tuple[
     worker = [pid for pid in processes_in(project) if b"exp\0queue-worker" in Path(f"/proc/{pid}/cmdline").read_bytes()]
     assert len(worker) == 1, worker
     os.killpg(os.getpgid(worker[0]), signal.SIGKILL)  # the worker and the experiment it runs: "Running" for good
-    for pid in processes_in(project / ".dvc"):  # any stage process that left the group
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    stop_processes_in(project / ".dvc")  # any stage process that left the group
     result = finish_sweep(project, sweep, timeout=300)
+    stop_processes_in(project)
     assert result.returncode == 1, f"{result.stdout}\n{result.stderr}"
     lines = result.stderr.strip().splitlines()
     assert lines[-1].startswith("sweep: no queue worker is alive, but an experiment above is still Running"), lines
