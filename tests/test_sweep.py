@@ -31,16 +31,15 @@ GRID = ("train.beta=0.1,0.5", "train.loss_weights=[1.0,0.0],[1.0,1.0]")
 SWEEP_ENV = {"SWEEP_TARGET": "evaluate", "SWEEP_POLL_SECONDS": "2"}
 
 
-def start_sweep(project: Path, *overrides: str) -> subprocess.Popen[str]:
+def start_sweep(project: Path, *overrides: str) -> subprocess.Popen[bytes]:
     """scripts/sweep.sh in the background, its output in files beside the project (a pipe could fill up)."""
-    outputs = [(project.parent / f"sweep.{name}").open("w+", encoding="utf-8") for name in ("out", "err")]
-    return subprocess.Popen(
-        ["bash", "scripts/sweep.sh", *overrides], cwd=project, env=env(SWEEP_ENV), text=True,
-        stdout=outputs[0], stderr=outputs[1],
-    )  # fmt: skip
+    with (project.parent / "sweep.out").open("w") as out, (project.parent / "sweep.err").open("w") as err:
+        return subprocess.Popen(
+            ["bash", "scripts/sweep.sh", *overrides], cwd=project, env=env(SWEEP_ENV), stdout=out, stderr=err
+        )  # the child has its own copies of the two files' descriptors
 
 
-def finish_sweep(project: Path, sweep: subprocess.Popen[str], timeout: float) -> subprocess.CompletedProcess[str]:
+def finish_sweep(project: Path, sweep: subprocess.Popen[bytes], timeout: float) -> subprocess.CompletedProcess[str]:
     """Wait for sweep.sh; past `timeout` (a hang: sweep.sh must end on its own), kill it and fail with the queue's
     state."""
     try:
@@ -76,6 +75,14 @@ def processes_in(folder: Path) -> list[int]:
         if cwd == folder or folder in cwd.parents:
             pids.append(int(proc.name))
     return pids
+
+
+def command_line(pid: int) -> bytes:
+    """A process's arguments, NUL-separated; empty once it has ended."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 def stop_processes_in(folder: Path) -> None:
@@ -298,7 +305,7 @@ def test_a_killed_queue_worker_fails_the_sweep_rather_than_hanging(swept: tuple[
     project = copy_project(swept[0], tmp_path / "project")
     sweep = start_sweep(project, "train.beta=0.3")
     wait_until_an_experiment_runs(project)
-    worker = [pid for pid in processes_in(project) if b"exp\0queue-worker" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    worker = [pid for pid in processes_in(project) if b"exp\0queue-worker" in command_line(pid)]
     assert len(worker) == 1, worker
     os.killpg(os.getpgid(worker[0]), signal.SIGKILL)  # the worker and the experiment it runs: "Running" for good
     stop_processes_in(project / ".dvc")  # any stage process that left the group
