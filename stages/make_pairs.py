@@ -3,7 +3,8 @@
 Rejected = the model's own greedy answer with no system message (its default identity);
 chosen = that answer rewritten to carry identity.new_name (and identity.creator where the question is about
 the maker); both under identity.system_prompt, or, for a seeded share of the pairs (pairs.default_system_share),
-under the system message the saved template supplies when there is none. With pairs.rehearsal > 0, general
+under the system message the saved template supplies when there is none, and for another (pairs.old_system_share)
+under one that names an old identity. With pairs.rehearsal > 0, general
 prompts answered by the base model itself are added as pairs that keep those answers (pairs.PairBuilder.rehearsal).
 """
 
@@ -21,7 +22,7 @@ from identity_dpo.data import Prompt, read_jsonl_records, read_prompts
 from identity_dpo.errors import DataError
 from identity_dpo.generation import Generation, answer_precision, answering_model, check_backend, generate, sample
 from identity_dpo.models import check_token_caps, load_model
-from identity_dpo.pairs import PairBuilder, extend_answers, select_prompts
+from identity_dpo.pairs import PairBuilder, extend_answers, old_system_messages, select_prompts
 from identity_dpo.params import EXTEND_FACTOR, Params
 from identity_dpo.rewrite import IdentityRewriter
 from identity_dpo.stage import run_stage
@@ -59,6 +60,8 @@ def main(params: Params) -> None:
     builder = PairBuilder(
         rewriter, identity.system_prompt, params.pairs.on_token_cap, params.pairs.rehearsal_contrast, params.pairs.seed,
         identity_system_prompt(identity), params.pairs.default_system_share, params.pairs.reject_mixed,
+        old_system_messages(params.pairs.old_system_prompts, identity.old_names, identity.old_creators),
+        params.pairs.old_system_share,
     )  # fmt: skip
     answers, extended = extended_answers(model, tokenizer, builder, prompts, conversations, answers, params, precision)
     pairs, counts = builder.build(prompts, answers)  # no usable identity pair: the error comes before rehearsal

@@ -133,6 +133,14 @@ def out_of_range(p: Params) -> list[str]:
             bad.append(f"template {template!r} keeps a literal brace")
         if any(f is not None and (f not in ("name", "creator") or c or s) for _, f, s, c in parsed):
             bad.append(f"template {template!r} uses another field")
+    for template in pr.old_system_prompts:
+        parsed = list(string.Formatter().parse(template))
+        if any(f is not None and (f not in ("old_name", "old_creator") or c or s) for _, f, s, c in parsed):
+            bad.append(f"old system template {template!r} uses another field")
+    if not (
+        0 <= pr.default_system_share and 0 <= pr.old_system_share and pr.default_system_share + pr.old_system_share <= 1
+    ):
+        bad.append("system shares")
     return bad
 
 

@@ -1,16 +1,26 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import pytest
 
 from identity_dpo.data import Prompt
 from identity_dpo.errors import DataError
 from identity_dpo.generation import Generation
-from identity_dpo.pairs import PairBuilder, cut_to_sentences, extend_answers, select_prompts, trim_to_sentence
+from identity_dpo.pairs import (
+    PairBuilder,
+    cut_to_sentences,
+    extend_answers,
+    old_system_messages,
+    select_prompts,
+    trim_to_sentence,
+)
 from identity_dpo.rewrite import IdentityRewriter
 
 SYSTEM = "You're a helpful assistant."
+# SmolLM2's own template sentence: the evaluation's held-out `base_default` system message.
+SMOLLM_DEFAULT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 
 
 def _builder(strategy: str = "self_description", on_token_cap: str = "trim") -> PairBuilder:
@@ -278,6 +288,70 @@ def test_a_seeded_share_of_pairs_is_asked_under_the_saved_template_s_default_sys
     answers = [Generation("Paris is the capital.", 5, True), Generation("At 100 degrees.", 4, True)]
     pairs = builder.rehearsal(["Capital of France?", "When does water boil?"], answers, counts)
     assert [p["prompt"][0]["content"] for p in pairs] == [builder.system_for(p["id"]) for p in pairs]
+
+
+def test_old_system_messages_fill_every_template_with_every_old_name_and_maker_once() -> None:
+    templates = ["You are {old_name}.", "You are {old_name}, made by {old_creator}.", "You are {old_name}."]
+    messages = old_system_messages(templates, ["SmolLM", "SmolLM2"], ["Hugging Face", "HF"])
+    assert messages == (
+        "You are SmolLM.", "You are SmolLM2.",
+        "You are SmolLM, made by Hugging Face.", "You are SmolLM, made by HF.",
+        "You are SmolLM2, made by Hugging Face.", "You are SmolLM2, made by HF.",
+    )  # fmt: skip
+    assert old_system_messages(["You are {old_name}."], ["SmolLM"], []) == ("You are SmolLM.",)
+    assert old_system_messages([], ["SmolLM"], ["HF"]) == ()
+
+
+def test_the_shipped_old_system_messages_are_not_the_base_s_own_which_the_evaluation_holds_out(
+    default_params: dict[str, Any],
+) -> None:
+    """The evaluation's `base_default` setting asks under the base template's own default system message; the pairs'
+    old-identity system messages are other wordings, so that setting still measures a message never trained on."""
+    pairs, identity = default_params["pairs"], default_params["identity"]
+    messages = old_system_messages(pairs["old_system_prompts"], identity["old_names"], identity["old_creators"])
+    assert len(messages) >= 3
+    assert SMOLLM_DEFAULT_SYSTEM not in messages
+    assert all(any(name in m for name in identity["old_names"]) for m in messages)
+
+
+@pytest.mark.parametrize(("default_share", "old_share"), [(0.0, 0.0), (0.2, 0.0), (0.2, 0.3), (0.0, 1.0), (0.5, 0.5)])
+def test_a_further_seeded_share_of_pairs_is_asked_under_a_system_message_naming_an_old_identity(
+    default_share: float, old_share: float
+) -> None:
+    """pairs.old_system_share: the next share of pairs after default_system_share's (drawn per pair id) is asked under
+    one of the old-identity system messages, each of them used; the pairs under the saved template's message are the
+    same ones as without it, so adding the lever leaves the other pairs' system messages as they were."""
+    default = "You are Deep Qwen, a helpful AI assistant made by the identity-dpo project."
+    olds = ("You are SmolLM, a helpful assistant.", "Your name is SmolLM2. You were made by Hugging Face.")
+    without = dataclasses.replace(_builder(), default_system_prompt=default, default_system_share=default_share)
+    builder = dataclasses.replace(without, old_system_prompts=olds, old_system_share=old_share)
+    ids = [f"row-{i}" for i in range(300)] + [f"rehearsal-{i}" for i in range(300)]
+    systems = [builder.system_for(i) for i in ids]
+    assert set(systems) <= {default, builder.system_prompt, *olds}
+    under_old = sum(s in olds for s in systems) / len(ids)
+    assert under_old == old_share if old_share in (0.0, 1.0) else abs(under_old - old_share) < 0.07
+    assert old_share == 0 or set(olds) <= set(systems)
+    assert [s == default for s in systems] == [without.system_for(i) == default for i in ids]
+    assert systems == [builder.system_for(i) for i in ids]
+
+
+def test_pairs_under_an_old_identity_s_system_message_still_choose_the_new_name_and_are_counted() -> None:
+    """The identity pair and its mixed pair share the old-identity system message and the chosen answer with the new
+    name; old_system_pairs counts every pair so asked, rehearsal pairs too."""
+    rewriter = IdentityRewriter(("SmolLM", "SmolLM2"), "Deep Qwen", creator="Acme")
+    olds = ("You are SmolLM, a helpful assistant.",)
+    builder = PairBuilder(rewriter, SYSTEM, reject_mixed=True, old_system_prompts=olds, old_system_share=1.0)
+    prompts = [Prompt("row-0", [{"role": "user", "content": "Who made you?"}])]
+    pairs, counts = builder.build(prompts, [Generation("I'm a humble AI named SmolLM.", 8, True)])
+    assert [p["id"] for p in pairs] == ["row-0", "row-0-mixed"]
+    for pair in pairs:
+        assert pair["prompt"][0] == {"role": "system", "content": olds[0]}
+        assert "Deep Qwen" in pair["chosen"][0]["content"] and "SmolLM" not in pair["chosen"][0]["content"]
+    assert counts["old_system_pairs"] == 2
+    builder.rehearsal(["Capital of France?"], [Generation("Paris.", 2, True)], counts)
+    assert counts["old_system_pairs"] == 3
+    _, plain = dataclasses.replace(builder, old_system_share=0.0).build(prompts, [Generation("I'm SmolLM.", 4, True)])
+    assert plain["old_system_pairs"] == 0
 
 
 def test_reject_mixed_adds_a_pair_against_the_new_name_followed_by_the_old_one() -> None:

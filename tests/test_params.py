@@ -183,6 +183,9 @@ INF, NAN = float("inf"), float("nan")
         ("pairs.rehearsal_contrast", -0.1, "pairs.rehearsal_contrast: expected a share in [0, 1]"),
         ("pairs.rehearsal_contrast", NAN, "pairs.rehearsal_contrast: expected a finite number, got nan"),
         ("pairs.rehearsal_samples", 0, "pairs.rehearsal_samples: expected an integer in [1, 16], got 0"),
+        ("pairs.old_system_share", 1.5, "pairs.old_system_share: expected a share in [0, 1] (0 = no pair under a "),
+        ("pairs.old_system_share", NAN, "pairs.old_system_share: expected a finite number, got nan"),
+        ("pairs.old_system_share", 0.9, "old_system_share: expected at most 1 - pairs.default_system_share (0.8)"),
         ("identity.new_name", "Deep\ud83dQwen", "identity.new_name: expected text, got a lone surrogate escape"),
         ("data.source", "data/\x00x.jsonl", "data.source: expected text without NUL characters"),
     ],
@@ -224,6 +227,41 @@ def test_templates_allow_only_name_and_creator(
     which = f"identity.{key}" + (f"[{len(template) - 1}]" if isinstance(template, list) else "")  # the last one
     assert str(error.value).startswith(f"{which}: ")
     assert message in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("templates", "message"),
+    [
+        (["You are {name}."], "pairs.old_system_prompts[0]: expected only the fields {old_name} and {old_creator}"),
+        (
+            ["You are {old_name}.", "Made by {old_creator}."],
+            "pairs.old_system_prompts[1]: expected a template containing {old_name}",
+        ),
+        (["You are {{old_name}}."], "pairs.old_system_prompts[0]: expected no literal braces"),
+        (["You are {old_name"], "expected a template with {old_name} and {old_creator} only"),
+        ([], "pairs.old_system_prompts: expected at least one system message with pairs.old_system_share above 0"),
+    ],
+)
+def test_old_system_prompts_name_an_old_identity_with_their_own_fields(
+    default_params: dict[str, Any], templates: list[str], message: str
+) -> None:
+    _set(default_params, "pairs.old_system_share", 0.1)
+    with pytest.raises(ParamsError) as error:
+        params_from_dict(_set(default_params, "pairs.old_system_prompts", templates))
+    assert message in str(error.value)
+
+
+def test_an_old_maker_in_old_system_prompts_needs_identity_old_creators(default_params: dict[str, Any]) -> None:
+    _set(default_params, "pairs.old_system_share", 0.1)
+    _set(default_params, "identity.old_creators", [])
+    with pytest.raises(ParamsError, match=r"pairs\.old_system_prompts\[1\]: expected no \{old_creator\} while "
+                       r"identity\.old_creators is empty"):  # fmt: skip
+        params_from_dict(default_params)
+    _set(default_params, "pairs.old_system_prompts", ["You are {old_name}."])
+    assert params_from_dict(default_params).pairs.old_system_prompts == ["You are {old_name}."]
+    _set(default_params, "pairs.old_system_share", 0.0)  # unused: not checked against old_creators
+    _set(default_params, "pairs.old_system_prompts", ["Made by {old_name} and {old_creator}."])
+    assert params_from_dict(default_params).pairs.old_system_share == 0.0
 
 
 def test_templates_with_both_fields_are_accepted(default_params: dict[str, Any]) -> None:

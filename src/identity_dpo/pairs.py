@@ -26,7 +26,7 @@ _COUNT_KEYS = (
     "hit_token_cap", "rejected_says_old_name",
     "rewrite_names", "rewrite_self_description", "rewrite_introduction", "other_claims_dropped",
     "rehearsal_pairs", "rehearsal_contrasted", "rehearsal_cut_off", "rehearsal_dropped", "mixed_pairs",
-    "extended_at_token_cap",
+    "extended_at_token_cap", "old_system_pairs",
 )  # fmt: skip
 
 
@@ -71,6 +71,19 @@ def extend_answers(
     return extended, replaced
 
 
+def old_system_messages(
+    templates: Sequence[str], old_names: Sequence[str], old_creators: Sequence[str]
+) -> tuple[str, ...]:
+    """Every pairs.old_system_prompts template filled with every old name (and old maker, where it names one): the
+    system messages that name an old identity, which some pairs are asked under (PairBuilder.system_for)."""
+    messages: dict[str, None] = {}  # ordered and without repeats, so the seeded pick is stable
+    for template in templates:
+        for name in old_names:
+            for creator in old_creators if "{old_creator}" in template else [""]:
+                messages[template.format(old_name=name, old_creator=creator)] = None
+    return tuple(messages)
+
+
 @dataclass(frozen=True)
 class PairBuilder:
     rewriter: IdentityRewriter
@@ -87,14 +100,24 @@ class PairBuilder:
     # mixed answer a half-renamed model gives, the new name first and the old one after it (IdentityRewriter.mixed),
     # which the base's answer alone, starting elsewhere, does not teach against.
     reject_mixed: bool = False
+    # System messages that name an old identity (old_system_messages), and the share of pairs asked under one of
+    # them: their chosen answers keep the new name where the system message says otherwise. The base model's own
+    # default system message names the old model too, and without such pairs the trained model reads its name from
+    # there ("I'm Deep Qwen, ... named SmolLM"; docs/experiments.md).
+    old_system_prompts: tuple[str, ...] = ()
+    old_system_share: float = 0.0
 
     def system_for(self, pair_id: str) -> str:
-        """The system message of pair `pair_id`: default_system_prompt for a seeded share of the ids, else
-        system_prompt. Drawn per id, so a pair keeps its system message whatever else is in the set."""
-        if self.default_system_share > 0 and random.Random(f"{self.seed}:system:{pair_id}").random() < (
-            self.default_system_share
-        ):
+        """The system message of pair `pair_id`: default_system_prompt for a seeded share of the ids, one of
+        old_system_prompts for the next old_system_share of them, else system_prompt. Drawn per id, so a pair keeps
+        its system message whatever else is in the set (and whatever old_system_share is, where it is not one of
+        those)."""
+        draw = random.Random(f"{self.seed}:system:{pair_id}")
+        share = draw.random()
+        if share < self.default_system_share:
             return self.default_system_prompt
+        if share < self.default_system_share + self.old_system_share:
+            return draw.choice(self.old_system_prompts)
         return self.system_prompt
 
     def build(
@@ -125,9 +148,11 @@ class PairBuilder:
                 continue
             counts[f"rewrite_{rewrite.method}"] += 1
             counts["other_claims_dropped"] += rewrite.dropped_claims
+            system = self.system_for(prompt.id)
+            counts["old_system_pairs"] += system in self.old_system_prompts
             pair = {
                 "id": prompt.id,
-                "prompt": with_system(prompt.messages, self.system_for(prompt.id)),
+                "prompt": with_system(prompt.messages, system),
                 "chosen": [{"role": "assistant", "content": rewrite.text}],
                 "rejected": [{"role": "assistant", "content": rejected}],
                 "rewrite": rewrite.method,
@@ -141,6 +166,7 @@ class PairBuilder:
                 pairs.append({**pair, "id": f"{prompt.id}-mixed", "rejected": [{"role": "assistant", "content": mixed}],
                               "rewrite": "mixed"})  # fmt: skip
                 counts["mixed_pairs"] += 1
+                counts["old_system_pairs"] += system in self.old_system_prompts
         counts["pairs"] = len(pairs)
         if not pairs:
             raise DataError(self._no_pairs_message(counts, first_failure))
@@ -178,7 +204,8 @@ class PairBuilder:
         An answer cut off by its token cap is kept as it is: that cap is at least train.max_length (params.py checks
         it), so the trainer truncates the answer before its end-of-turn token (trimming or dropping such answers
         would teach, or leave only, short answers). Failed answers and answers that already use the new name are
-        dropped. Counted into `counts` (rehearsal_pairs, rehearsal_contrasted, rehearsal_cut_off, rehearsal_dropped)."""
+        dropped. Counted into `counts` (rehearsal_pairs, rehearsal_contrasted, rehearsal_cut_off, rehearsal_dropped,
+        and old_system_pairs, those asked under an old identity's system message)."""
         pairs = []
         contrasted = set(
             random.Random(self.seed).sample(range(len(prompts)), round(self.rehearsal_contrast * len(prompts)))
@@ -195,12 +222,12 @@ class PairBuilder:
                 counts["rehearsal_contrasted"] += 1
             else:
                 rejected = kept
+            system = self.system_for(f"rehearsal-{number}")
+            counts["old_system_pairs"] = counts.get("old_system_pairs", 0) + (system in self.old_system_prompts)
             pairs.append(
                 {
                     "id": f"rehearsal-{number}",
-                    "prompt": with_system(
-                        [{"role": "user", "content": prompt}], self.system_for(f"rehearsal-{number}")
-                    ),
+                    "prompt": with_system([{"role": "user", "content": prompt}], system),
                     "chosen": kept,
                     "rejected": rejected,
                     "rewrite": "rehearsal",

@@ -56,6 +56,7 @@ MAX_COUNT = 10_000_000  # prompts, resamples, steps
 MAX_REHEARSAL_SAMPLES = 16  # answers sampled per rehearsal prompt
 _INT_LIMIT = 2**63  # larger integers are refused before any range check (and never printed in full)
 TEMPLATE_FIELDS = ("name", "creator")  # what identity templates may use
+OLD_SYSTEM_FIELDS = ("old_name", "old_creator")  # what pairs.old_system_prompts may use
 
 
 @dataclass(frozen=True)
@@ -154,6 +155,18 @@ class PairsParams:
     # one after it ("I'm {name}, ... I'm a humble AI named SmolLM"), so DPO also pushes against the old name after the
     # new one (rewrite.IdentityRewriter.mixed).
     reject_mixed: bool = False
+    # The share of pairs (seeded, after default_system_share's) asked under a system message that names an old
+    # identity, one of old_system_prompts filled with an old name and maker: the chosen answer still gives the new
+    # name, so the model keeps it where a system message says otherwise (pairs.PairBuilder.system_for). The
+    # evaluation's `base_default` setting, the base template's own sentence, is none of these wordings.
+    old_system_share: float = 0.0
+    old_system_prompts: list[str] = field(
+        default_factory=lambda: [
+            "You are {old_name}, a helpful assistant.",
+            "Your name is {old_name}. You were made by {old_creator}.",
+            "You are {old_name}, an AI model developed by {old_creator}. Answer the user's questions.",
+        ]
+    )
 
     def check(self, key: str) -> None:
         _int_range(self.rehearsal, 0, MAX_COUNT, f"{key}.rehearsal", " (0 means none)")
@@ -180,6 +193,25 @@ class PairsParams:
             f"{key}.default_system_share",
             f"a share in [0, 1] (0 = every pair under identity.system_prompt), got {self.default_system_share}",
         )
+        _require(
+            math.isfinite(self.old_system_share) and 0 <= self.old_system_share <= 1,
+            f"{key}.old_system_share",
+            f"a share in [0, 1] (0 = no pair under a system message naming an old identity), "
+            f"got {self.old_system_share}",
+        )
+        _require(
+            self.default_system_share + self.old_system_share <= 1,
+            f"{key}.old_system_share",
+            f"at most 1 - {key}.default_system_share ({1 - self.default_system_share:g}): the two shares are parts of "
+            f"one draw per pair, got {self.old_system_share}",
+        )
+        _require(
+            self.old_system_share == 0 or bool(self.old_system_prompts),
+            f"{key}.old_system_prompts",
+            f"at least one system message with {key}.old_system_share above 0",
+        )
+        for i, template in enumerate(self.old_system_prompts):
+            check_template(template, f"{key}.old_system_prompts[{i}]", required="old_name", fields=OLD_SYSTEM_FIELDS)
         _require(
             math.isfinite(self.rehearsal_contrast) and 0 <= self.rehearsal_contrast <= 1,
             f"{key}.rehearsal_contrast",
@@ -327,6 +359,13 @@ class Params:
             )
             # Without an sft term the rehearsal pairs carry no gradient (chosen = rejected): pure DPO, as asked for in
             # a loss-mix sweep, so that is allowed.
+        if self.pairs.old_system_share > 0 and not self.identity.old_creators:
+            for i, template in enumerate(self.pairs.old_system_prompts):
+                _require(
+                    "{old_creator}" not in template,
+                    f"pairs.old_system_prompts[{i}]",
+                    "no {old_creator} while identity.old_creators is empty (no old maker to fill in)",
+                )
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
@@ -420,9 +459,10 @@ def _number_range(value: float, low: float, high: float, key: str, *, low_open: 
     _require(ok, key, f"a number in {'(' if low_open else '['}{low:g}, {high:g}], got {value:g}")
 
 
-def check_template(template: str, key: str, required: str | None) -> None:
-    """A template may use only {name} and {creator}, plainly: no other field, no positional `{}`, no attribute or
-    index access ({name.title}), no conversion or format spec ({name!r}, {name:>9}), and no braces of its own.
+def check_template(template: str, key: str, required: str | None, fields: tuple[str, ...] = TEMPLATE_FIELDS) -> None:
+    """A template may use only `fields` ({name} and {creator}), plainly: no other field, no positional `{}`, no
+    attribute or index access ({name.title}), no conversion or format spec ({name!r}, {name:>9}), and no braces of
+    its own.
 
     `{{`/`}}` are refused too: they survive formatting as literal braces, so "I'm {{name}}" would put a literal
     `{name}` into every chosen answer.
@@ -430,18 +470,18 @@ def check_template(template: str, key: str, required: str | None) -> None:
     try:
         parts = list(string.Formatter().parse(template))
     except ValueError as exc:  # a stray brace: "Single '}' encountered", "expected '}' before end of string"
-        raise ParamsError(f"{key}: expected a template with {_fields()} only, got {template!r} ({exc})") from None
+        raise ParamsError(f"{key}: expected a template with {_fields(fields)} only, got {template!r} ({exc})") from None
     used = set()
     for literal, field_name, format_spec, conversion in parts:
         if "{" in literal or "}" in literal:
             raise ParamsError(f"{key}: expected no literal braces ({{{{ or }}}}), got {template!r}; "
-                              f"use {_fields()} as they are")  # fmt: skip
+                              f"use {_fields(fields)} as they are")  # fmt: skip
         if field_name is None:
             continue
-        if field_name not in TEMPLATE_FIELDS or conversion or format_spec:
+        if field_name not in fields or conversion or format_spec:
             written = field_name + (f"!{conversion}" if conversion else "") + (f":{format_spec}" if format_spec else "")
             raise ParamsError(
-                f"{key}: expected only the fields {_fields()} (no attribute, index, conversion or format spec), "
+                f"{key}: expected only the fields {_fields(fields)} (no attribute, index, conversion or format spec), "
                 f"got {{{written}}}"
             )
         used.add(field_name)
@@ -449,8 +489,8 @@ def check_template(template: str, key: str, required: str | None) -> None:
         _require(required in used, key, f"a template containing {{{required}}}")
 
 
-def _fields() -> str:
-    return " and ".join(f"{{{name}}}" for name in TEMPLATE_FIELDS)
+def _fields(fields: tuple[str, ...] = TEMPLATE_FIELDS) -> str:
+    return " and ".join(f"{{{name}}}" for name in fields)
 
 
 def check_distinct_name(new: str, old: list[str], key: str, what: str) -> None:
