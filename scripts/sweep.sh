@@ -40,7 +40,8 @@ echo "$output"
 queued=$(echo "$output" | sed -n "s/^Queued experiment '\(.*\)' for future execution.*/\1/p")
 [ -n "$queued" ] || { echo "sweep: nothing was queued" >&2; exit 1; }
 # One at a time by default: parallel trainings on a small CPU box only fight over its cores.
-dvc queue start --jobs "${SWEEP_JOBS:-1}"
+jobs=${SWEEP_JOBS:-1}
+dvc queue start --jobs "$jobs"
 
 status_of_ours() { dvc queue status | grep -wF "$queued" || true; }
 # Whether a queue worker of this project is alive: DVC's `dvc exp queue-worker` process, started in the project's
@@ -74,7 +75,7 @@ while status_of_ours | grep -Eq ' (Queued|Running) *$'; do
         exit 1
     fi
     echo "sweep: the queue worker stopped with experiments still queued; starting it again" >&2
-    dvc queue start --jobs "${SWEEP_JOBS:-1}"
+    dvc queue start --jobs "$jobs"
     without_worker=0
 done
 echo "sweep: $(echo "$queued" | wc -l) experiments finished in $(( $(date +%s) - started )) s"

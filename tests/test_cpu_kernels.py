@@ -428,6 +428,7 @@ def test_a_batch_s_mask_is_converted_once_for_every_layer_and_again_when_it_chan
         two_layers(allowed)
         two_layers(allowed.clone())
         assert built == [torch.bfloat16, torch.float32] * 3
+        assert sdpa_backward._masks is not None and len(sdpa_backward._masks) == 2  # the clone's went with it
     assert sdpa_backward._masks is None
     built.clear()
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -436,6 +437,36 @@ def test_a_batch_s_mask_is_converted_once_for_every_layer_and_again_when_it_chan
                 _Attention(), *(t.clone().requires_grad_() for t in (q, k, v)), allowed, scaling=0.25
             )
     assert built == [torch.bfloat16, torch.bfloat16]
+
+
+def test_a_tensor_memo_reuses_a_value_while_its_tensor_is_unchanged_and_forgets_it_with_the_tensor() -> None:
+    """TensorMemo (frozen_cast's copies, sdpa_backward's masks): one value per tensor and tag, made again after an
+    in-place change, and dropped when the tensor is, so a later tensor that gets the same id is not served it."""
+    import gc
+
+    import torch
+
+    from identity_dpo.cpu_kernels.tensor_memo import TensorMemo
+
+    memo, made = TensorMemo(), []
+
+    def make(tensor: torch.Tensor, tag: str) -> torch.Tensor:
+        return memo.get(tensor, tag, lambda: made.append(tag) or tensor * 2)
+
+    weight = torch.ones(3)
+    first = make(weight, "a")
+    assert make(weight, "a") is first and made == ["a"]
+    assert make(weight, "b") is not first and made == ["a", "b"]  # another tag, its own value
+    weight.add_(1)  # changed in place: its version moves on
+    assert torch.equal(make(weight, "a"), torch.full((3,), 4.0)) and made == ["a", "b", "a"]
+    assert len(memo) == 2
+    del weight, first
+    gc.collect()
+    assert len(memo) == 0  # gone with the tensor
+    for _ in range(20):  # tensors made and freed in turn often share an id; none is served another's value
+        fresh = torch.full((3,), float(len(made)))
+        assert torch.equal(make(fresh, "a"), fresh * 2)
+        del fresh
 
 
 def test_the_attention_replacement_is_restored_and_leaves_a_user_s_own(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -6,28 +6,28 @@ to bf16 at every training step (what casting it once saved: docs/speed-history.m
 kernels that cast a frozen weight themselves (fused_lora, answer_head) take it from `frozen_cast`, which keeps one
 copy per weight, the same bits as each cast would give.
 
-The copy is reused while the weight is the same tensor, at the same address and version. `Tensor._version` (a torch
-internal) counts in-place changes made through the tensor, but not those made through `.data`, so the copies are kept
-only inside the context, which the trainer enters around its training loop, where the frozen weights do not change.
-Outside it `frozen_cast` casts as autocast would.
+The copy is reused while the weight is unchanged (tensor_memo.TensorMemo: the same tensor, address and version), which
+misses changes made through `.data`, so the copies are kept only inside the context, which the trainer enters around
+its training loop, where the frozen weights do not change. Outside it `frozen_cast` casts as autocast would.
 """
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
 
-_copies: dict[int, tuple[weakref.ref[torch.Tensor], int, int, torch.dtype, torch.Tensor]] | None = None
+from identity_dpo.cpu_kernels.tensor_memo import TensorMemo
+
+_copies: TensorMemo | None = None  # inside casts_reused: each frozen weight's copy, per dtype
 
 
 @contextmanager
 def casts_reused() -> Iterator[None]:
     """Within, a frozen weight is cast once (frozen_cast); the copies are dropped on the way out."""
     global _copies
-    outer, _copies = _copies, {}
+    outer, _copies = _copies, TensorMemo()
     try:
         yield
     finally:
@@ -41,8 +41,4 @@ def frozen_cast(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         return weight
     if _copies is None:
         return weight.to(dtype)
-    entry = _copies.get(id(weight))
-    if entry is None or entry[0]() is not weight or entry[1:4] != (weight._version, weight.data_ptr(), dtype):
-        entry = (weakref.ref(weight), weight._version, weight.data_ptr(), dtype, weight.detach().to(dtype))
-        _copies[id(weight)] = entry
-    return entry[4]
+    return _copies.get(weight, dtype, lambda: weight.detach().to(dtype))

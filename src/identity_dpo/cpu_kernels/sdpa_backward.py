@@ -18,18 +18,18 @@ fp32 training included, runs transformers' own function.
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import torch
 
+from identity_dpo.cpu_kernels.tensor_memo import TensorMemo
+
 _ATTENTION = "sdpa"  # the transformers attention implementation replaced while training runs
-# Inside attention_backward_in_fp32: per dtype, the last boolean mask seen (by reference, with its `_version`, a torch
-# internal counting in-place changes) and its additive form, so a batch's mask is converted once, not in every layer's
-# forward and backward.
-_masks: dict[torch.dtype, tuple[weakref.ref[torch.Tensor], int, torch.Tensor]] | None = None
+# Inside attention_backward_in_fp32: each boolean mask's additive form per dtype, made once while the mask is unchanged
+# (tensor_memo.TensorMemo), so a batch's mask is converted once, not in every layer's forward and backward.
+_masks: TensorMemo | None = None
 
 
 class _Bf16AttentionFp32Backward(torch.autograd.Function):
@@ -71,13 +71,9 @@ def _additive(allowed: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor 
     made from the same mask tensor (unchanged since) is reused: the model hands every layer the same mask."""
     if allowed is None:
         return None
-    entry = _masks.get(dtype) if _masks is not None else None
-    if entry is not None and entry[0]() is allowed and entry[1] == allowed._version:
-        return entry[2]
-    additive = _build_additive(allowed, dtype)
-    if _masks is not None:
-        _masks[dtype] = (weakref.ref(allowed), allowed._version, additive)
-    return additive
+    if _masks is None:
+        return _build_additive(allowed, dtype)
+    return _masks.get(allowed, dtype, lambda: _build_additive(allowed, dtype))
 
 
 def _build_additive(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -150,7 +146,7 @@ def attention_backward_in_fp32() -> Iterator[None]:
         yield
         return
     ALL_ATTENTION_FUNCTIONS[_ATTENTION] = _attention
-    outer, _masks = _masks, {}
+    outer, _masks = _masks, TensorMemo()
     try:
         yield
     finally:
