@@ -207,7 +207,37 @@ SPREAD_MEASURES = {
     "length, general": (lambda ev: ev["general"]["answer_length_ratio"], "min", ">= 0.9x"),
     "name leak": (lambda ev: ev["general"]["name_leak_rate"], "max", "<= 1%"),
     "KL (nats/token)": (lambda ev: ev["general"]["mean_token_kl"], "max", "<= 0.05"),
+    # No bar: the issue asks for it reported (identity answers that collapse to one canned line score low).
+    "distinct identity answers": (lambda ev: ev["identity"].get("answers", {}).get("distinct_share", float("nan")),
+                                  "min", "–"),
 }  # fmt: skip
+
+
+def recipes(rows: list[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
+    """The rows grouped by recipe: the runs whose params differ only in train.seed, each group named by the params
+    that set it apart from the others ("" when all rows are one recipe), in the order of their first row."""
+    flats = [flat_params(row["params"]) for row in rows]
+    keys = [k for k in varying_params(flats) if k != "train.seed"]
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row, flat in zip(rows, flats, strict=True):
+        groups.setdefault(", ".join(f"`{k}` {_param(flat.get(k))}" for k in keys), []).append(row)
+    return list(groups.items())
+
+
+def spread_section(rows: list[dict[str, Any]]) -> str:
+    """One spread table per recipe of two runs or more (its seeds); a single run has no spread to show."""
+    groups = [(label, group) for label, group in recipes(rows) if len(group) > 1]
+    if len(groups) == 1 and len(groups[0][1]) == len(rows):
+        intro = f"Mean and worst value of each measure over the {len(rows)} runs above, next to the bar it must meet."
+        return f"{intro}\n\n{spread(rows)}"
+    if not groups:
+        return "No recipe above has more than one run: there is no spread to show."
+    parts = ["Mean and worst value of each measure over the runs of each recipe above (the same params but "
+             "`train.seed`), next to the bar it must meet."]  # fmt: skip
+    for label, group in groups:
+        names = ", ".join(f"`{row['name']}`" for row in group)
+        parts.append(f"### {label} ({len(group)} runs: {names})\n\n{spread(group)}")
+    return "\n\n".join(parts)
 
 
 def spread(rows: list[dict[str, Any]]) -> str:
@@ -301,13 +331,11 @@ def document(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
         if args.runs
         else "`dvc exp show --json`"
     )
-    spread_section = (
+    spread_part = (
         f"""
 ## Spread over these runs
 
-Mean and worst value of each measure over the {len(rows)} runs above, next to the bar it must meet.
-
-{spread(rows)}
+{spread_section(rows)}
 """
         if args.spread
         else ""
@@ -342,7 +370,7 @@ base model's answers to the general prompts, the trained model's answer length a
 and the share of general answers that name the new identity unasked.
 
 {table(rows)}
-{spread_section}{misses_section}"""
+{spread_part}{misses_section}"""
 
 
 def _baseline_note(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:

@@ -213,6 +213,33 @@ def test_spread_reports_mean_and_worst_against_each_bar() -> None:
     assert "| 0.0% | -1.0% |" in lines["benchmark difference (generative)"]
 
 
+def test_spread_is_per_recipe_when_the_runs_differ_in_more_than_the_seed() -> None:
+    """Rows that differ only in train.seed are one recipe: each recipe of two runs or more gets its own spread,
+    named by the params that set it apart, so that a lever's seeds are not averaged with the default's."""
+    from sweep_table import recipes, spread_section
+
+    def row(name: str, seed: int, share: float, rate: float) -> dict:
+        params = {"pairs": {"old_system_share": share}, "train": {"seed": seed}}
+        return {"name": name, "params": params, "metrics": {"metrics/eval.json": _eval(rate, 0.0, 0.03)}}
+
+    rows = [row("a-s42", 42, 0.0, 1.0), row("b-s42", 42, 0.1, 0.9), row("a-s1", 1, 0.0, 0.96),
+            row("b-s1", 1, 0.1, 0.94), row("c-s42", 42, 0.2, 0.5)]  # fmt: skip
+    groups = recipes(rows)
+    assert [(label, [r["name"] for r in group]) for label, group in groups] == [
+        ("`pairs.old_system_share` 0", ["a-s42", "a-s1"]),
+        ("`pairs.old_system_share` 0.1", ["b-s42", "b-s1"]),
+        ("`pairs.old_system_share` 0.2", ["c-s42"]),
+    ]
+    text = spread_section(rows)
+    assert "### `pairs.old_system_share` 0 (2 runs: `a-s42`, `a-s1`)" in text
+    assert "| new name, neutral | >= 98% | 98.0% | 96.0% | 100.0%, 96.0% |" in text
+    assert "| new name, neutral | >= 98% | 92.0% | 90.0% | 90.0%, 94.0% |" in text
+    assert "0.2" not in text  # a single run has no spread
+    # One recipe (seeds only): one table over all the rows, as before; no recipe with two runs: said so.
+    assert spread_section(rows[::2][:2]).startswith("Mean and worst value of each measure over the 2 runs above")
+    assert spread_section(rows[:2]) == "No recipe above has more than one run: there is no spread to show."
+
+
 def test_document_from_run_folders(tmp_path: Path, default_params: dict) -> None:
     """Runs made outside `dvc exp` (one project folder each) become rows, with the params that differ as columns."""
     import yaml
